@@ -1,0 +1,75 @@
+"""The base model a run fine-tunes, written once by prepare to models/base/.
+
+For `model.name: tiny` that directory holds the whole model: a BPE tokenizer trained on the prepared
+training texts and a seeded random Llama. For a hub id or local directory it holds the model's
+tokenizer (so data formatting and token statistics use exactly it) and base.json saying where the
+weights are; the weights themselves are loaded by the backend in train and evaluate.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from stages import UserError, tiny
+
+BASE_FILE = "base.json"
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    weights: str
+    """A local directory (the tiny model, or a local checkpoint) or a hub id."""
+    revision: str | None
+    """Hub revision of the weights, if any."""
+    tokenizer: str
+    """Directory of the tokenizer prepare used to format and count the data."""
+    trust_remote_code: bool = False
+    """Whether the model may run its own code (model.trust_remote_code)."""
+
+    @classmethod
+    def read(cls, directory: str | Path) -> "BaseModel":
+        return cls(**json.loads((Path(directory) / BASE_FILE).read_text()))
+
+
+def materialize(model_cfg, texts: list[str], seed: int, max_seq_length: int, work_dir: Path, final_dir: Path):
+    """Write the base model (or its tokenizer and pointer) into `work_dir`; return the tokenizer.
+
+    `final_dir` is where `work_dir` will be moved once the stage succeeds; base.json names it.
+    """
+    if model_cfg.name == "tiny":
+        tokenizer = tiny.train_tokenizer(texts, model_cfg.tiny.vocab_size, max_seq_length)
+        tiny.save(tiny.build_model(tokenizer, model_cfg.tiny, seed, max_seq_length), tokenizer, work_dir)
+        base = BaseModel(str(final_dir), None, str(final_dir))
+    else:
+        tokenizer = load_tokenizer(model_cfg.name, model_cfg.revision, model_cfg.trust_remote_code)
+        tokenizer.save_pretrained(work_dir)
+        base = BaseModel(model_cfg.name, model_cfg.revision, str(final_dir), model_cfg.trust_remote_code)
+    (work_dir / BASE_FILE).write_text(json.dumps(asdict(base), indent=2) + "\n")
+    return tokenizer
+
+
+def load_tokenizer(name: str, revision: str | None, trust_remote_code: bool):
+    """The model's own tokenizer, with a pad token distinct from EOS (else EOS is masked as padding)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise UserError(f"model.name {name!r}: could not load its tokenizer ({str(err).splitlines()[0]}); "
+                        "use a local model directory, or model.name: tiny offline") from None
+    if tokenizer.eos_token is None:
+        raise UserError(f"model.name {name!r}: the tokenizer has no EOS token, so generations could never stop")
+    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
+        tokenizer.pad_token = _spare_token(tokenizer)
+    return tokenizer
+
+
+def _spare_token(tokenizer) -> str:
+    vocab = tokenizer.get_vocab()
+    for token in ("<|finetune_right_pad_id|>", "<|reserved_special_token_0|>", "<pad>", "<unk>"):
+        if token in vocab and token != tokenizer.eos_token:
+            return token
+    raise UserError("the tokenizer has no pad token distinct from EOS and no reserved token to use as one; "
+                    "add a pad token to the model's tokenizer")

@@ -1,0 +1,229 @@
+"""params.yaml -> typed, validated config objects. The only module that reads params.yaml.
+
+Unknown keys and wrong types fail with one sentence naming the key:
+    train.max_stepz: unknown key; did you mean train.max_steps?
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from stages import UserError
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ConfigError(UserError):
+    """A params.yaml value that cannot be used; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    task: Literal["medical_cot"] = "medical_cot"
+    """What the rows are: medical chain-of-thought (Question, Complex_CoT, Response)."""
+    source: str = "sample"
+    """`sample` (bundled), a local .json/.jsonl/.parquet/.csv path, or `hf:<dataset id>`."""
+    config: str | None = None
+    """Hub dataset config, e.g. en, zh, en_mix, zh_mix (hub sources only)."""
+    revision: str | None = None
+    """Hub dataset revision (commit or tag) to pin (hub sources only)."""
+    split: str = "train"
+    """Hub dataset split to read (hub sources only)."""
+    max_rows: int | None = None
+    """Keep at most this many valid rows (before the train/eval split); null keeps all."""
+    eval_rows: int = 24
+    """Rows held out for evaluation."""
+    on_bad_row: Literal["error", "skip"] = "error"
+    """A row failing validation stops prepare (`error`) or is skipped and counted (`skip`)."""
+
+
+@dataclass
+class TinyModelConfig:
+    vocab_size: int = 2048
+    """BPE vocabulary size of the tokenizer trained on the prepared texts."""
+    hidden_size: int = 128
+    """Width of the tiny Llama."""
+    intermediate_size: int = 352
+    """MLP width of the tiny Llama."""
+    num_hidden_layers: int = 4
+    """Decoder layers."""
+    num_attention_heads: int = 4
+    """Query heads."""
+    num_key_value_heads: int = 2
+    """Key/value heads (grouped-query attention, as in Llama 3)."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"
+    """`tiny` (built from model.tiny), a hub id, or a local directory with a Hugging Face model."""
+    revision: str | None = None
+    """Hub revision (commit or tag) of the model; ignored for tiny and local directories."""
+    trust_remote_code: bool = False
+    """Allow a hub model to run its own Python code. Off unless you trust the repository."""
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    """Shape of the embedded default model."""
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    """LoRA rank."""
+    alpha: int = 16
+    """LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r) with rsLoRA)."""
+    dropout: float = 0.0
+    """Dropout on the LoRA input."""
+    target_modules: list[str] = field(default_factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    """Linear layers that get adapters."""
+    use_rslora: bool = False
+    """Rank-stabilised scaling alpha / sqrt(r)."""
+
+
+@dataclass
+class TrainConfig:
+    backend: Literal["unsloth", "hf"] = "unsloth"
+    """`unsloth` (FastLanguageModel) or `hf` (transformers + peft), both trained by TRL's SFTTrainer."""
+    load_in_4bit: bool = False
+    """QLoRA: load the base model in 4-bit NF4 (needs a CUDA GPU)."""
+    max_seq_length: int = 2048
+    """Longest training sequence in tokens; longer rows are truncated (prepare counts them)."""
+    per_device_train_batch_size: int = 2
+    """Rows per device per forward pass."""
+    gradient_accumulation_steps: int = 4
+    """Forward passes per optimizer step."""
+    max_steps: int = 60
+    """Optimizer steps."""
+    learning_rate: float = 2e-4
+    """Peak learning rate."""
+    warmup_steps: int = 5
+    """Linear warm-up steps."""
+    optim: str = "auto"
+    """Optimizer name for transformers; `auto` = adamw_8bit on a CUDA GPU, adamw_torch elsewhere."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    lr_scheduler_type: str = "linear"
+    """Learning-rate schedule after warm-up."""
+    logging_steps: int = 1
+    """Log loss, learning rate and throughput every this many steps."""
+    save_steps: int = 20
+    """Write a checkpoint to models/checkpoints every this many steps."""
+    packing: bool = False
+    """Pack several rows into one max_seq_length sequence (TRL packing)."""
+    gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
+    """Recompute activations in backward; `auto` = on with a CUDA GPU, off on the CPU."""
+
+
+@dataclass
+class EvalConfig:
+    num_samples: int = 24
+    """Held-out questions to generate answers for (at most data.eval_rows are available)."""
+    max_new_tokens: int = 256
+    """Generation budget per question (reasoning + answer)."""
+    batch_size: int = 8
+    """Prompts per generate() call (left-padded) and rows per loss batch."""
+
+
+@dataclass
+class Params:
+    seed: int = 3407
+    """Seed for the split, the tiny model, LoRA init and data order."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self):
+        positive = {"data.eval_rows": self.data.eval_rows, "lora.r": self.lora.r,
+                    "train.max_seq_length": self.train.max_seq_length,
+                    "train.per_device_train_batch_size": self.train.per_device_train_batch_size,
+                    "train.gradient_accumulation_steps": self.train.gradient_accumulation_steps,
+                    "train.max_steps": self.train.max_steps, "train.logging_steps": self.train.logging_steps,
+                    "train.save_steps": self.train.save_steps, "eval.num_samples": self.eval.num_samples,
+                    "eval.max_new_tokens": self.eval.max_new_tokens, "eval.batch_size": self.eval.batch_size}
+        for key, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{key}: must be > 0, got {value}")
+        if self.data.max_rows is not None and self.data.max_rows <= self.data.eval_rows:
+            raise ConfigError(f"data.max_rows: must exceed data.eval_rows ({self.data.eval_rows}), "
+                              f"got {self.data.max_rows}")
+        if not 0 <= self.lora.dropout < 1:
+            raise ConfigError(f"lora.dropout: must be in [0, 1), got {self.lora.dropout}")
+        if not self.lora.target_modules:
+            raise ConfigError("lora.target_modules: must name at least one module")
+
+
+def load(path: str | Path = PARAMS_FILE, overrides: dict[str, Any] | None = None) -> Params:
+    """Read params.yaml (plus dotted-key overrides) into a validated Params."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found; run from the repository root") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return build(Params, raw)
+
+
+def build(cls: type, raw: Any, prefix: str = ""):
+    """Build dataclass `cls` from a mapping, checking every key and type."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'params'}: expected a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; known keys: {', '.join(fields)}"
+            raise ConfigError(f"{prefix}{key}: unknown key{hint}")
+    values = {key: _coerce(hints[key], value, f"{prefix}{key}") for key, value in raw.items()}
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(inner, value, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        return [_coerce(args[0], item, f"{key}[{i}]") for i, item in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        try:  # YAML 1.1 reads `2e-4` as a string
+            return float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def section(params: Params, name: str) -> dict[str, Any]:
+    """One section as a plain dict (for metrics files and reports)."""
+    return dataclasses.asdict(getattr(params, name))

@@ -1,0 +1,75 @@
+"""evaluate: the base model and the tuned model (base + adapter) on the same held-out rows.
+
+    python -m stages.evaluate
+
+Reads   params.yaml (eval.*, train.backend, train.load_in_4bit, train.max_seq_length),
+        data/prepared/eval.jsonl, models/base/, models/adapter/
+Writes  reports/eval/metrics.json   flat keys base.* and tuned.*: eval_loss and perplexity (full text),
+                                    response_loss, format_compliance, stop_rate, rouge_l,
+                                    mean_generated_tokens, generation_tokens_per_second, peak memory
+        reports/eval/samples.jsonl  question, reference, base output, tuned output
+        reports/eval/before_after.csv  format compliance, stop rate, ROUGE-L in long form for `dvc plots`
+Same prompts and greedy decoding for both; Unsloth's fast inference when train.backend is unsloth.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from statistics import mean
+
+from stages import backends, config, files, inference, metrics, prompts, trainer
+from stages.base_model import BaseModel
+
+EVAL_ROWS = Path("data/prepared/eval.jsonl")
+BASE = Path("models/base")
+ADAPTER = Path("models/adapter")
+REPORTS = Path("reports/eval")
+
+
+def score(model, tokenizer, rows: list[dict], params) -> tuple[dict, list[str]]:
+    """Loss on every held-out row, then generations for the first eval.num_samples of them."""
+    losses = inference.teacher_forced_loss(model, tokenizer, rows, params.eval.batch_size,
+                                           params.train.max_seq_length)
+    sampled = rows[:params.eval.num_samples]
+    out = inference.generate(model, tokenizer, [r["prompt"] for r in sampled], params.eval.max_new_tokens,
+                             params.eval.batch_size)
+    answers = [prompts.split_generation(t).answer for t in out.texts]
+    return {
+        "eval_loss": round(losses["full"], 5), "perplexity": round(metrics.perplexity(losses["full"]), 4),
+        "response_loss": round(losses["response"], 5),
+        "format_compliance": round(metrics.format_compliance(out.texts), 4),
+        "stop_rate": round(metrics.stop_rate(out.stopped), 4),
+        "rouge_l": round(metrics.rouge_l(answers, [r["answer"] for r in sampled]), 4),
+        "mean_generated_tokens": round(mean(out.new_tokens), 1),
+        "generation_tokens_per_second": round(sum(out.new_tokens) / out.seconds, 1),
+    }, out.texts
+
+
+def main() -> None:
+    params = config.load()
+    backend = backends.get(params.train.backend)
+    trainer.seed_everything(params.seed)
+    rows = files.read_jsonl(EVAL_ROWS)
+    model, tokenizer = backend.load(BaseModel.read(BASE), params.train)
+    model = backend.for_inference(model)
+    base_scores, base_texts = score(model, tokenizer, rows, params)
+    from peft import PeftModel  # after the backend: Unsloth must patch transformers first
+
+    model = backend.for_inference(PeftModel.from_pretrained(model, ADAPTER))
+    tuned_scores, tuned_texts = score(model, tokenizer, rows, params)
+
+    flat = {f"{name}.{key}": value for name, scores in (("base", base_scores), ("tuned", tuned_scores))
+            for key, value in scores.items()}
+    files.write_json(REPORTS / "metrics.json", {**flat, "samples": len(base_texts), **trainer.peak_memory()})
+    files.write_csv(REPORTS / "before_after.csv", [
+        {"metric": key, "model": name, "value": value}
+        for key in metrics.RATES for name, value in (("base", base_scores[key]), ("tuned", tuned_scores[key]))])
+    files.write_jsonl(REPORTS / "samples.jsonl", [
+        {"question": r["question"], "reference": r["answer"], "base": b, "tuned": t}
+        for r, b, t in zip(rows, base_texts, tuned_texts)])
+    print(f"evaluate: eval loss {base_scores['eval_loss']} -> {tuned_scores['eval_loss']}, format compliance "
+          f"{base_scores['format_compliance']} -> {tuned_scores['format_compliance']}")
+
+
+if __name__ == "__main__":
+    files.run_stage(main)

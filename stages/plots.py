@@ -1,0 +1,99 @@
+"""The report's charts, drawn with matplotlib from plain rows and dicts. Each function writes one PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages.metrics import LOSSES, RATES
+
+BASE_COLOR, TUNED_COLOR, LR_COLOR = "#9aa5b1", "#1f6feb", "#d97706"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+
+
+def loss_curve(steps: list[dict], evals: list[dict], path: Path) -> None:
+    """Train loss per step, held-out loss points, and the learning rate on a second axis."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], color=TUNED_COLOR, label="train loss")
+    if evals:
+        ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o", color="black",
+                label="held-out loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (nats per token)")
+    lr_axis = ax.twinx()
+    lr_axis.plot([r["step"] for r in steps], [r["learning_rate"] for r in steps], "--", color=LR_COLOR,
+                 label="learning rate")
+    lr_axis.set_ylabel("learning rate")
+    lines = ax.get_legend_handles_labels(), lr_axis.get_legend_handles_labels()
+    ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], loc="upper right")
+    ax.set_title("Training loss")
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def _memory(metrics: dict) -> tuple[float, str]:
+    if "peak_gpu_reserved_gib" in metrics:
+        return metrics["peak_gpu_reserved_gib"], "peak GPU memory reserved (GiB)"
+    return metrics.get("peak_rss_gib", 0.0), "peak process memory, RSS (GiB)"
+
+
+def throughput_memory(steps: list[dict], train: dict, evaluation: dict, path: Path) -> None:
+    """Training tokens/s per step, and peak memory of the train and evaluate stages."""
+    plt = _pyplot()
+    fig, (speed, memory) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [2, 1]})
+    speed.plot([r["step"] for r in steps], [r["tokens_per_second"] for r in steps], color=TUNED_COLOR,
+               label="per logged step")
+    speed.axhline(train["tokens_per_second"], color="black", linestyle="--",
+                  label=f"whole run: {train['tokens_per_second']:,.0f} tokens/s")
+    speed.set_xlabel("optimizer step")
+    speed.set_ylabel("training throughput (non-pad tokens/s)")
+    speed.set_title(f"Throughput ({train['backend']} on {train['device']})")
+    speed.legend(loc="lower right")
+    speed.grid(alpha=0.3)
+    (train_mem, label), (eval_mem, _) = _memory(train), _memory(evaluation)
+    bars = memory.bar(["train", "evaluate"], [train_mem, eval_mem], color=[TUNED_COLOR, BASE_COLOR],
+                      label="peak memory")
+    memory.bar_label(bars, fmt="%.2f")
+    memory.set_ylim(0, max(train_mem, eval_mem, 1e-3) * 1.3)
+    memory.set_ylabel(label)
+    memory.set_xlabel("stage")
+    memory.set_title("Peak memory")
+    memory.legend(loc="upper right")
+    _save(fig, path)
+
+
+def before_after(metrics: dict, path: Path) -> None:
+    """Base vs tuned as grouped bars: generation rates (0-1) and held-out losses."""
+    plt = _pyplot()
+    fig, (rates, losses) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, names, ylabel in ((rates, RATES, "share of generations / F1 (0-1)"),
+                              (losses, LOSSES, "loss (nats per token)")):
+        xs = range(len(names))
+        for offset, model, color in ((-0.2, "base", BASE_COLOR), (0.2, "tuned", TUNED_COLOR)):
+            bars = ax.bar([x + offset for x in xs], [metrics[f"{model}.{n}"] for n in names], width=0.4,
+                          color=color, label=model)
+            ax.bar_label(bars, fmt="%.2f", fontsize=8)
+        ax.set_xticks(list(xs), [n.replace("_", " ") for n in names])
+        ax.set_ylabel(ylabel)
+        ax.set_xlabel("metric")
+        ax.legend()
+        ax.grid(alpha=0.3, axis="y")
+    rates.set_ylim(0, 1.1)
+    rates.set_title("Generations (higher is better)")
+    losses.set_title("Held-out loss (lower is better)")
+    _save(fig, path)

@@ -1,0 +1,98 @@
+"""report: charts and a markdown report from the files the other stages wrote. Trains nothing, loads no model.
+
+    python -m stages.report
+
+Reads   params.yaml (model.name, data.source, data.config, train.*, lora.*) for the params table,
+        reports/prepare/stats.json, reports/train/{metrics.json,steps.csv,eval_loss.csv},
+        reports/eval/{metrics.json,samples.jsonl}
+Writes  reports/figures/loss.png, reports/figures/throughput_memory.png, reports/figures/before_after.png,
+        reports/report.md (params, base-vs-tuned table, the figures, three sample generations side by side)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages import config, files, plots
+from stages.metrics import LOSSES, RATES
+
+REPORTS = Path("reports")
+FIGURES = REPORTS / "figures"
+SAMPLES_SHOWN = 3
+SHOWN_METRICS = (*LOSSES, "perplexity", *RATES, "mean_generated_tokens", "generation_tokens_per_second")
+
+
+def cell(text: str, limit: int = 700) -> str:
+    text = text if len(text) <= limit else text[:limit] + " …"
+    return text.replace("|", "\\|").replace("\n", "<br>")
+
+
+def params_table(params) -> list[str]:
+    train, lora, data = params.train, params.lora, params.data
+    rows = [("model", params.model.name), ("data", f"{data.source}" + (f" ({data.config})" if data.config else "")),
+            ("backend", train.backend), ("4-bit", train.load_in_4bit),
+            ("LoRA", f"r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, rsLoRA={lora.use_rslora}"),
+            ("targets", ", ".join(lora.target_modules)),
+            ("steps x batch x accumulation", f"{train.max_steps} x {train.per_device_train_batch_size} x "
+                                             f"{train.gradient_accumulation_steps}"),
+            ("learning rate", f"{train.learning_rate:g} ({train.lr_scheduler_type}, warmup {train.warmup_steps})"),
+            ("max_seq_length", train.max_seq_length), ("seed", params.seed)]
+    return ["| param | value |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows)]
+
+
+def metrics_table(evaluation: dict) -> list[str]:
+    lines = ["| metric | base | tuned | change |", "| --- | ---: | ---: | ---: |"]
+    for name in SHOWN_METRICS:
+        base, tuned = evaluation[f"base.{name}"], evaluation[f"tuned.{name}"]
+        lines.append(f"| {name.replace('_', ' ')} | {base:,.4g} | {tuned:,.4g} | {tuned - base:+,.4g} |")
+    return lines
+
+
+def samples_section(samples: list[dict]) -> list[str]:
+    lines = []
+    for i, sample in enumerate(samples[:SAMPLES_SHOWN], start=1):
+        lines += [f"**Sample {i}.** {cell(sample['question'])}", "",
+                  f"*Reference answer:* {cell(sample['reference'])}", "",
+                  "| base | tuned |", "| --- | --- |", f"| {cell(sample['base'])} | {cell(sample['tuned'])} |", ""]
+    return lines
+
+
+def build_markdown(params, stats: dict, train: dict, evaluation: dict, samples: list[dict]) -> str:
+    tokens = stats["tokens"]
+    memory = (f"{train['peak_gpu_reserved_gib']} GiB GPU reserved" if "peak_gpu_reserved_gib" in train
+              else f"{train['peak_rss_gib']} GiB RSS")
+    lines = [
+        "# Fine-tuning report", "",
+        f"{stats['train_rows']} training and {stats['eval_rows']} held-out rows from `{stats['source']}` "
+        f"({stats['rows_skipped']} skipped, {stats['duplicates']} duplicates; tokens per row p50 {tokens['p50']}, "
+        f"p95 {tokens['p95']}, max {tokens['max']}).", "",
+        "## Params", "", *params_table(params), "",
+        "## Training", "",
+        f"Loss {train['train_loss_first']} → {train['train_loss_final']} over {train['steps']} steps "
+        f"({train['tokens_seen']:,} tokens in {train['train_seconds']} s: {train['tokens_per_second']:,.0f} tokens/s "
+        f"on {train['device']}, peak {memory}).", "",
+        "![loss](figures/loss.png)", "", "![throughput and memory](figures/throughput_memory.png)", "",
+        "## Base vs tuned", "",
+        f"Held-out rows; generations greedy on {evaluation['samples']} questions.", "",
+        *metrics_table(evaluation), "", "![before and after](figures/before_after.png)", "",
+        "## Sample generations", "", *samples_section(samples),
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    params = config.load()
+    stats = files.read_json(REPORTS / "prepare/stats.json")
+    train = files.read_json(REPORTS / "train/metrics.json")
+    evaluation = files.read_json(REPORTS / "eval/metrics.json")
+    steps = files.read_csv(REPORTS / "train/steps.csv")
+    plots.loss_curve(steps, files.read_csv(REPORTS / "train/eval_loss.csv"), FIGURES / "loss.png")
+    plots.throughput_memory(steps, train, evaluation, FIGURES / "throughput_memory.png")
+    plots.before_after(evaluation, FIGURES / "before_after.png")
+    samples = files.read_jsonl(REPORTS / "eval/samples.jsonl")
+    files.write_text(REPORTS / "report.md", build_markdown(params, stats, train, evaluation, samples))
+    print(f"report: wrote {REPORTS / 'report.md'} and 3 figures in {FIGURES}")
+
+
+if __name__ == "__main__":
+    files.run_stage(main)

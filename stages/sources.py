@@ -1,0 +1,140 @@
+"""Rows from a data source: the bundled sample, a local .json/.jsonl/.parquet/.csv file, or the hub.
+
+Every loader returns `Record`s that remember where they came from (file and 1-based row number), so a
+bad row can be reported precisely. A row that cannot even be parsed (a JSONL line that is not JSON,
+bytes that are not UTF-8) is a Record with `error` set; a file that cannot be read at all raises
+SourceError with one sentence.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stages import UserError
+
+SAMPLE = Path("data/sample/medical_cot.jsonl")
+HUB_PREFIX = "hf:"
+LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")
+LOCAL_HINT = "point data.source at a local .json/.jsonl/.parquet/.csv file (e.g. -S data.source=path/to/rows.jsonl)"
+
+
+class SourceError(UserError):
+    """A data source that cannot be read; the message is one sentence."""
+
+
+@dataclass(frozen=True)
+class Record:
+    origin: str
+    """File (or hub id) the row came from."""
+    number: int
+    """1-based row number in that file (line number for JSONL and CSV)."""
+    value: Any
+    """The parsed row, usually a dict; None when it could not be parsed."""
+    error: str | None = None
+    """Why the row could not be parsed, if it could not."""
+
+
+def describe(source: str) -> str:
+    """The source as a person reads it in messages and stats."""
+    return str(SAMPLE) if source == "sample" else source
+
+
+def load_records(source: str, config: str | None = None, revision: str | None = None,
+                 split: str = "train") -> list[Record]:
+    """All rows of `source` in order; see the module docstring for the schemes."""
+    if source == "sample":
+        return read_local(SAMPLE)
+    if source.startswith(HUB_PREFIX):
+        return read_hub(source[len(HUB_PREFIX):], config, revision, split)
+    path = Path(source)
+    if path.suffix.lower() not in LOCAL_SUFFIXES:
+        raise SourceError(f"data.source {source!r}: unknown scheme; use `sample`, `hf:<dataset id>` or a "
+                          f"local file ending in {', '.join(LOCAL_SUFFIXES)}")
+    if config is not None:
+        raise SourceError(f"data.config {config!r}: only hub sources (hf:...) have configs; "
+                          f"set data.config to null for the local file {source}")
+    return read_local(path)
+
+
+def read_local(path: Path) -> list[Record]:
+    if not path.is_file():
+        raise SourceError(f"{path}: no such file")
+    data = path.read_bytes()
+    if not data.strip():
+        raise SourceError(f"{path}: the file is empty")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return _read_jsonl(path, data)
+    if suffix == ".parquet":
+        return _read_parquet(path)
+    text = _decode(path, data)
+    return _read_json(path, text) if suffix == ".json" else _read_csv(path, text)
+
+
+def _decode(path: Path, data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise SourceError(f"{path}: not UTF-8 text (bad byte at offset {err.start})") from None
+
+
+def _read_jsonl(path: Path, data: bytes) -> list[Record]:
+    records = []
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(Record(str(path), number, json.loads(line.decode("utf-8-sig"))))
+        except UnicodeDecodeError as err:
+            records.append(Record(str(path), number, None, f"not UTF-8 (bad byte at column {err.start + 1})"))
+        except json.JSONDecodeError as err:
+            records.append(Record(str(path), number, None, f"not valid JSON ({err.msg} at column {err.colno})"))
+    return records
+
+
+def _read_json(path: Path, text: str) -> list[Record]:
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SourceError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
+    if isinstance(rows, dict) and isinstance(rows.get("data"), list):
+        rows = rows["data"]
+    if not isinstance(rows, list):
+        raise SourceError(f"{path}: expected a JSON list of rows, got a {type(rows).__name__}")
+    return [Record(str(path), number, row) for number, row in enumerate(rows, start=1)]
+
+
+def _read_csv(path: Path, text: str) -> list[Record]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    return [Record(str(path), reader.line_num, row) for row in reader]
+
+
+def _read_parquet(path: Path) -> list[Record]:
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as err:  # pyarrow raises several unrelated types for a corrupt file
+        raise SourceError(f"{path}: not a readable parquet file ({err})") from None
+    return [Record(str(path), number, row) for number, row in enumerate(rows, start=1)]
+
+
+def read_hub(dataset_id: str, config: str | None, revision: str | None, split: str) -> list[Record]:
+    """A hub dataset (or a local dataset folder) through `datasets.load_dataset`."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    where = f"hf:{dataset_id}" + (f" (config {config})" if config else "")
+    try:
+        rows = datasets.load_dataset(dataset_id, config, revision=revision, split=split)
+    except (ConnectionError, OSError):
+        raise SourceError(f"{where}: not reachable (offline or no network) and not in the local cache; "
+                          f"{LOCAL_HINT}") from None
+    except (ValueError, KeyError) as err:  # unknown config or split, bad revision
+        raise SourceError(f"{where}: {str(err).splitlines()[0]}") from None
+    return [Record(where, number, row) for number, row in enumerate(rows, start=1)]

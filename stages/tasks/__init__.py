@@ -1,0 +1,1 @@
+"""Per task: validate a row and turn it into training text. `data.task` picks one."""

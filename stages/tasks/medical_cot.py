@@ -1,0 +1,46 @@
+"""Medical chain-of-thought rows (Question, Complex_CoT, Response), as in medical-o1-reasoning-SFT."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stages import UserError, prompts
+
+FIELDS = {"Question": "question", "Complex_CoT": "reasoning", "Response": "answer"}
+
+
+class BadRow(UserError):
+    """A row that fails validation; `reason` is the counter key used in stats.json."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def validate(value: Any) -> dict[str, str]:
+    """The row's three fields as {question, reasoning, answer}; raises BadRow naming the field.
+
+    Columns may be spelled in lower case (question, complex_cot, response); the exact spelling wins
+    when both exist, as in files that carry an MCQ `question` beside the CoT `Question`.
+    """
+    if not isinstance(value, dict):
+        raise BadRow("not_an_object", f"expected an object with {', '.join(FIELDS)}, got {type(value).__name__}")
+    row = {}
+    for column, name in FIELDS.items():
+        key = column if column in value else column.lower()
+        if key not in value:
+            raise BadRow("missing_field", f"field {column}: missing (expected a non-empty string)")
+        text = value[key]
+        if not isinstance(text, str):
+            raise BadRow("not_a_string", f"field {column}: expected a non-empty string, got {type(text).__name__}")
+        if not text.strip():
+            raise BadRow("empty_field", f"field {column}: empty (expected a non-empty string)")
+        row[name] = text.strip()
+    return row
+
+
+def format_row(row: dict[str, str], eos_token: str) -> dict[str, str]:
+    """A validated row plus its inference prompt, target completion and full training text."""
+    prompt = prompts.inference_prompt(row["question"])
+    completion = prompts.completion(row["reasoning"], row["answer"], eos_token)
+    return {**row, "prompt": prompt, "completion": completion, "text": prompt + completion}

@@ -1,0 +1,116 @@
+"""TRL's SFTTrainer, configured from TrainConfig, plus the per-step log and the run's metrics."""
+
+from __future__ import annotations
+
+import random
+import resource
+import time
+
+from stages import trl_cpu
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def seed_everything(seed: int) -> None:
+    """The one place python, numpy and torch (CPU and CUDA) are seeded."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_optim(optim: str, cuda: bool) -> str:
+    """`auto`: 8-bit AdamW where bitsandbytes runs (a CUDA GPU), plain AdamW elsewhere."""
+    if optim != "auto":
+        return optim
+    return "adamw_8bit" if cuda else "adamw_torch"
+
+
+def use_gradient_checkpointing(setting: str, cuda: bool) -> bool:
+    """`auto`: recompute activations on a GPU (8B activations are large), not on the CPU default."""
+    return {"on": True, "off": False}.get(setting, cuda)
+
+
+def build(model, tokenizer, train_rows: list[dict], eval_rows: list[dict], train, seed: int,
+          output_dir: str, callbacks: list, backend_checkpoints: bool):
+    """An SFTTrainer on the rows' `text` (prompt + reasoning + answer + EOS)."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        trl_cpu.install()
+    dtype = model.dtype if hasattr(model, "dtype") else torch.float32
+    args = SFTConfig(
+        output_dir=output_dir, seed=seed, data_seed=seed, report_to="none",
+        max_steps=train.max_steps, per_device_train_batch_size=train.per_device_train_batch_size,
+        per_device_eval_batch_size=train.per_device_train_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps, learning_rate=train.learning_rate,
+        warmup_steps=train.warmup_steps, optim=resolve_optim(train.optim, cuda), weight_decay=train.weight_decay,
+        lr_scheduler_type=train.lr_scheduler_type, logging_steps=train.logging_steps,
+        save_steps=train.save_steps, save_total_limit=2, eval_strategy="steps", eval_steps=train.save_steps,
+        bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
+        max_length=train.max_seq_length, packing=train.packing, dataset_text_field="text",
+        # Unsloth sets up its own (offloaded) checkpointing in get_peft_model; hf turns it on in add_lora.
+        gradient_checkpointing=False if not backend_checkpoints else use_gradient_checkpointing(
+            train.gradient_checkpointing, cuda),
+        dataloader_num_workers=0,
+    )
+    to_dataset = lambda rows: Dataset.from_list([{"text": r["text"]} for r in rows])  # noqa: E731
+    return SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=to_dataset(train_rows),
+                      eval_dataset=to_dataset(eval_rows), callbacks=callbacks)
+
+
+def step_logger():
+    """A TrainerCallback that records one row per logged step (loss, lr, grad norm, tokens/s)."""
+    from transformers import TrainerCallback
+
+    class StepLog(TrainerCallback):
+        def __init__(self):
+            self.rows, self.evals = [], []
+            self.started = self.last_time = None
+            self.last_tokens = 0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = self.last_time = time.perf_counter()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            if "eval_loss" in logs:
+                self.evals.append({"step": state.global_step, "eval_loss": round(logs["eval_loss"], 5)})
+            if "loss" not in logs:
+                return
+            now, tokens = time.perf_counter(), int(logs.get("num_tokens", 0))
+            rate = (tokens - self.last_tokens) / max(now - self.last_time, 1e-9)
+            self.last_time, self.last_tokens = now, tokens
+            self.rows.append({"step": state.global_step, "loss": round(logs["loss"], 5),
+                              "learning_rate": logs.get("learning_rate", 0.0),
+                              "grad_norm": round(float(logs.get("grad_norm", 0.0)), 5),
+                              "tokens_per_second": round(rate, 1), "tokens_seen": tokens})
+
+    return StepLog()
+
+
+def peak_memory() -> dict:
+    """GPU peak allocated/reserved (GiB) on CUDA; the process's max RSS (GiB) on the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return {"device": torch.cuda.get_device_name(0),
+                "peak_gpu_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),
+                "peak_gpu_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 3)}
+    return {"device": "cpu", "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
+
+
+def summarize(log, train_seconds: float) -> dict:
+    """The run's headline numbers from the step log."""
+    rows = log.rows
+    tokens = rows[-1]["tokens_seen"] if rows else 0
+    return {"steps": rows[-1]["step"] if rows else 0, "train_loss_first": rows[0]["loss"] if rows else None,
+            "train_loss_final": rows[-1]["loss"] if rows else None,
+            "eval_loss_final": log.evals[-1]["eval_loss"] if log.evals else None,
+            "tokens_seen": tokens, "train_seconds": round(train_seconds, 2),
+            "tokens_per_second": round(tokens / train_seconds, 1) if train_seconds else 0.0}

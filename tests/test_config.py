@@ -1,0 +1,100 @@
+import dataclasses
+
+import pytest
+import yaml
+
+from stages import config
+from stages.config import ConfigError
+from tests.conftest import REPO, set_dotted
+
+
+def write(tmp_path, overrides):
+    tree = yaml.safe_load((REPO / "params.yaml").read_text())
+    for key, value in overrides.items():
+        set_dotted(tree, key, value)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def test_committed_params_load_and_cover_every_field():
+    params = config.load(REPO / "params.yaml")
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+
+    def keys(obj, prefix=""):
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            yield from keys(value, f"{prefix}{f.name}.") if dataclasses.is_dataclass(value) else [prefix + f.name]
+
+    missing = [k for k in keys(params) if not _has(raw, k)]
+    assert missing == [], f"params.yaml lacks {missing}: every knob belongs in params.yaml"
+    assert raw["seed"] == 3407
+
+
+def _has(tree, dotted):
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return False
+        tree = tree[part]
+    return True
+
+
+def test_reference_recipe_defaults():
+    train, lora = config.TrainConfig(), config.LoraConfig()
+    assert (lora.r, lora.alpha, lora.dropout, len(lora.target_modules)) == (16, 16, 0.0, 7)
+    assert (train.per_device_train_batch_size, train.gradient_accumulation_steps) == (2, 4)
+    assert (train.learning_rate, train.warmup_steps, train.weight_decay) == (2e-4, 5, 0.01)
+    assert (train.lr_scheduler_type, train.max_seq_length, config.Params().seed) == ("linear", 2048, 3407)
+
+
+def test_every_field_has_a_docstring():
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(config))
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name.endswith("Config") and node.name != "ConfigError":
+            body = node.body
+            for i, stmt in enumerate(body):
+                if isinstance(stmt, ast.AnnAssign):
+                    nxt = body[i + 1] if i + 1 < len(body) else None
+                    assert isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant), \
+                        f"{node.name}.{stmt.target.id} has no one-line docstring"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train.max_stepz": 5}, "train.max_stepz: unknown key; did you mean train.max_steps?"),
+    ({"lora.rank": 8}, "lora.rank: unknown key"),
+    ({"train.max_steps": "ten"}, "train.max_steps: expected int, got str 'ten'"),
+    ({"train.max_steps": -1}, "train.max_steps: must be > 0, got -1"),
+    ({"lora.r": 0}, "lora.r: must be > 0, got 0"),
+    ({"train.per_device_train_batch_size": 0}, "train.per_device_train_batch_size: must be > 0"),
+    ({"train.backend": "torchtune"}, "train.backend: must be one of unsloth, hf; got 'torchtune'"),
+    ({"train.load_in_4bit": "yes"}, "train.load_in_4bit: expected bool"),
+    ({"lora.target_modules": "q_proj"}, "lora.target_modules: expected a list"),
+    ({"data.on_bad_row": "ignore"}, "data.on_bad_row: must be one of error, skip"),
+    ({"lora.dropout": 1.5}, "lora.dropout: must be in [0, 1)"),
+    ({"data": []}, "data: expected a mapping"),
+])
+def test_bad_params_name_the_key(tmp_path, overrides, message):
+    with pytest.raises(ConfigError) as err:
+        config.load(write(tmp_path, overrides))
+    assert message in str(err.value)
+
+
+def test_yaml_scientific_notation_reads_as_float(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  learning_rate: 2e-4\n")
+    assert config.load(path).train.learning_rate == 2e-4
+
+
+def test_overrides_apply_dotted_keys():
+    params = config.load(REPO / "params.yaml", {"lora.r": 8, "train.backend": "hf"})
+    assert (params.lora.r, params.train.backend) == (8, "hf")
+
+
+def test_mistyped_key_fails_the_stage_with_one_line(workdir):
+    workdir.params({"train.max_stepz": 3})
+    result = workdir.run("prepare", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: train.max_stepz: unknown key; did you mean train.max_steps?"

@@ -1,0 +1,76 @@
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import REPO, small
+
+
+@pytest.mark.parametrize("backend", ["unsloth", "hf"])
+def test_one_step_training_per_backend_writes_a_peft_adapter(workdir, backend):
+    workdir.params(small({"train.backend": backend}))
+    workdir.run("prepare")
+    workdir.run("train")
+    from safetensors.torch import load_file
+
+    adapter = workdir / "models/adapter"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert (config["r"], config["lora_alpha"], config["peft_type"]) == (16, 16, "LORA")
+    assert sorted(config["target_modules"]) == sorted(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    weights = load_file(adapter / "adapter_model.safetensors")
+    assert weights and all("lora_" in name for name in weights)
+    # LoRA B starts at zero: a non-zero B means the optimizer changed the adapter.
+    assert any(w.abs().sum() > 0 for name, w in weights.items() if "lora_B" in name)
+    metrics = json.loads((workdir / "reports/train/metrics.json").read_text())
+    assert metrics["backend"] == backend and metrics["steps"] == 2 and metrics["tokens_seen"] > 0
+    assert metrics["peak_rss_gib"] > 0 and metrics["tokens_per_second"] > 0
+    steps = (workdir / "reports/train/steps.csv").read_text().splitlines()
+    assert steps[0] == "step,loss,learning_rate,grad_norm,tokens_per_second,tokens_seen" and len(steps) == 3
+    assert (workdir / "models/checkpoints/checkpoint-2").is_dir()
+
+
+CHECK_WEIGHTS = textwrap.dedent("""
+    import sys, torch
+    from stages import backends, config, files, trainer
+    from stages.base_model import BaseModel
+    params = config.load()
+    backend = backends.get(sys.argv[1])
+    model, tokenizer = backend.load(BaseModel.read("models/base"), params.train)
+    model = backend.add_lora(model, params.lora, params.seed, False)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    rows = files.read_jsonl("data/prepared/train.jsonl")
+    trainer.build(model, tokenizer, rows, rows[:2], params.train, params.seed, "ckpt", [],
+                  backend_checkpoints=False).train()
+    after = dict(model.named_parameters())
+    lora = [n for n in before if "lora_" in n]
+    frozen = [n for n in before if "lora_" not in n]
+    changed_lora = sum(not torch.equal(before[n], after[n]) for n in lora)
+    changed_base = [n for n in frozen if not torch.equal(before[n], after[n])]
+    print(len(lora), changed_lora, len(frozen), len(changed_base))
+""")
+
+
+@pytest.mark.parametrize("backend", ["unsloth", "hf"])
+def test_training_changes_lora_weights_and_not_base_weights(workdir, backend):
+    workdir.params(small({"train.backend": backend, "train.save_steps": 100}))
+    workdir.run("prepare")
+    out = subprocess.run([sys.executable, "-c", CHECK_WEIGHTS, backend], cwd=workdir.path, capture_output=True,
+                         text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    n_lora, changed_lora, n_base, changed_base = map(int, out.stdout.split()[-4:])
+    assert n_lora == 4 * 7 * 2 and changed_lora == n_lora  # 4 layers x 7 projections x (A, B)
+    assert n_base > 0 and changed_base == 0
+
+
+def test_4bit_without_gpu_is_refused_in_one_sentence(workdir):
+    workdir.params(small({"train.load_in_4bit": True}))
+    workdir.run("prepare")
+    result = workdir.run("train", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: train.load_in_4bit=true needs a CUDA GPU (bitsandbytes NF4); "
+        "set train.load_in_4bit=false to train in 16/32-bit on this machine")
