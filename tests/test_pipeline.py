@@ -54,18 +54,47 @@ def test_repro_produces_adapter_and_falling_loss(repo):
     assert stats["rows_kept"] == 320 and stats["eval_rows"] == 24
 
 
+def test_tuned_model_beats_base_on_loss_and_format(repo):
+    """The tiny model learns the template: lower held-out loss and more well-formed answers."""
+    scores = json.loads((repo / "reports/eval/metrics.json").read_text())
+    assert scores["tuned.eval_loss"] < 0.5 * scores["base.eval_loss"]
+    assert scores["tuned.response_loss"] < scores["base.response_loss"]
+    assert scores["tuned.format_compliance"] >= scores["base.format_compliance"] + 0.25
+    assert scores["tuned.stop_rate"] > scores["base.stop_rate"]
+    samples = (repo / "reports/eval/samples.jsonl").read_text().splitlines()
+    assert len(samples) == 24 and set(json.loads(samples[0])) == {"question", "reference", "base", "tuned"}
+    assert (repo / "reports/report.md").is_file()
+    assert all((repo / f"reports/figures/{n}.png").is_file() for n in ("loss", "throughput_memory", "before_after"))
+
+
 def test_second_repro_runs_nothing(repo):
     out = dvc("repro", cwd=repo).stdout
     assert "Data and pipelines are up to date" in out
     assert "Running stage" not in out
 
 
-def test_exp_run_with_a_param_override(repo):
+def test_experiment_is_diffable_and_pr_report_shows_it(repo):
     sh(["git", "add", "-A"], repo)
     sh(["git", "commit", "-qm", "reproduced"], repo)
-    dvc("exp", "run", "-S", "train.max_steps=3", "-n", "three-steps", cwd=repo)
-    shown = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
-    steps = [exp["data"]["metrics"]["reports/train/metrics.json"]["data"]["steps"]
-             for rev in shown for exp in [rev] + [e for x in rev.get("experiments") or [] for e in x["revs"]]
-             if exp.get("data", {}).get("metrics")]
-    assert 3 in steps and 200 in steps
+    dvc("exp", "run", "-S", "lora.r=8", "-S", "train.max_steps=3", "-n", "r8", cwd=repo)
+
+    table = dvc("exp", "show", "--md", cwd=repo).stdout
+    assert "r8" in table and "tuned.eval_loss" in table and "lora.r" in table
+    diff = json.loads(dvc("metrics", "diff", "HEAD", "r8", "--json", cwd=repo).stdout)
+    assert "tuned.eval_loss" in diff["reports/eval/metrics.json"]
+    assert diff["reports/train/metrics.json"]["steps"] == {"old": 200, "new": 3, "diff": -197}
+
+    plots = json.loads(dvc("plots", "diff", "HEAD", "r8", "--json", cwd=repo).stdout)
+    curve = plots["data"]["Train loss per step"][0]
+    assert set(curve["revisions"]) == {"HEAD", "r8"}
+    steps_by_rev = {}
+    for point in curve["content"]["data"]["values"]:
+        steps_by_rev[point["rev"]] = steps_by_rev.get(point["rev"], 0) + 1
+    assert steps_by_rev == {"HEAD": 200, "r8": 3}
+
+    dvc("exp", "apply", "r8", cwd=repo)
+    sh(["bash", "scripts/pr_report.sh", "HEAD"], repo)
+    pr = (repo / "reports/pr.md").read_text()
+    assert "## Metrics" in pr and "| reports/eval/metrics.json" in pr and "tuned.eval_loss" in pr
+    assert "## Params" in pr and "| params.yaml | lora.r" in pr
+    assert (repo / "reports/pr_plots/static/workspace_reports_figures_loss.png").is_file()
