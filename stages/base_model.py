@@ -1,9 +1,11 @@
 """The base model a run fine-tunes, written once by prepare to models/base/.
 
 For `model.name: tiny` that directory holds the whole model: a BPE tokenizer trained on the prepared
-training texts and a seeded random Llama. For a hub id or local directory it holds the model's
-tokenizer (so data formatting and token statistics use exactly it) and base.json saying where the
-weights are; the weights themselves are loaded by the backend in train and evaluate.
+training texts and a seeded random Llama. With `model.init: random` it holds model.name's architecture
+with seeded random weights (for speed and memory runs: no real weights needed) and the model's own
+tokenizer, or a BPE trained like tiny's when the model directory has none. For a pretrained hub id or
+local directory it holds the model's tokenizer (so data formatting and token statistics use exactly it)
+and base.json saying where the weights are; the backend loads them in train and evaluate.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ class BaseModel:
     """Directory of the tokenizer prepare used to format and count the data."""
     trust_remote_code: bool = False
     """Whether the model may run its own code (model.trust_remote_code)."""
+    init: str = "pretrained"
+    """`random` when the weights are seeded noise (tiny, or model.init: random); metrics carry it as `weights`."""
 
     @classmethod
     def read(cls, directory: str | Path) -> "BaseModel":
@@ -41,13 +45,44 @@ def materialize(model_cfg, texts: list[str], seed: int, max_seq_length: int, wor
     if model_cfg.name == "tiny":
         tokenizer = tiny.train_tokenizer(texts, model_cfg.tiny.vocab_size, max_seq_length)
         tiny.save(tiny.build_model(tokenizer, model_cfg.tiny, seed, max_seq_length), tokenizer, work_dir)
-        base = BaseModel(str(final_dir), None, str(final_dir))
+        base = BaseModel(str(final_dir), None, str(final_dir), init="random")
+    elif model_cfg.init == "random":
+        tokenizer = (load_tokenizer(model_cfg.name, model_cfg.revision, model_cfg.trust_remote_code)
+                     if has_tokenizer(model_cfg.name) else
+                     tiny.train_tokenizer(texts, model_cfg.tiny.vocab_size, max_seq_length))
+        save_random_model(model_cfg.name, tokenizer, seed, work_dir)
+        base = BaseModel(str(final_dir), None, str(final_dir), init="random")
     else:
         tokenizer = load_tokenizer(model_cfg.name, model_cfg.revision, model_cfg.trust_remote_code)
         tokenizer.save_pretrained(work_dir)
         base = BaseModel(model_cfg.name, model_cfg.revision, str(final_dir), model_cfg.trust_remote_code)
     (work_dir / BASE_FILE).write_text(json.dumps(asdict(base), indent=2) + "\n")
     return tokenizer
+
+
+def has_tokenizer(name: str) -> bool:
+    return Path(name, "tokenizer_config.json").is_file()
+
+
+def save_random_model(config_dir: str, tokenizer, seed: int, out_dir: Path) -> None:
+    """The architecture in `config_dir` with seeded random weights (bf16 on a GPU), saved with `tokenizer`."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(config_dir)
+    cuda = torch.cuda.is_available()
+    with torch.device("meta"):
+        size = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+    if not cuda and size > 1e9:
+        raise UserError(f"model.init=random with {config_dir} ({size / 1e9:.1f}B parameters) needs a CUDA GPU; "
+                        "use model.name: tiny on this machine")
+    config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    torch.manual_seed(seed)
+    with torch.device("cuda" if cuda else "cpu"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16 if cuda else torch.float32)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
 
 
 def load_tokenizer(name: str, revision: str | None, trust_remote_code: bool):

@@ -67,10 +67,12 @@ class ModelConfig:
     """`tiny` (built from model.tiny), a hub id, or a local directory with a Hugging Face model."""
     revision: str | None = None
     """Hub revision (commit or tag) of the model; ignored for tiny and local directories."""
+    init: Literal["pretrained", "random"] = "pretrained"
+    """`random`: the architecture of model.name with seeded random weights, for speed/memory runs only."""
     trust_remote_code: bool = False
     """Allow a hub model to run its own Python code. Off unless you trust the repository."""
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
-    """Shape of the embedded default model."""
+    """Shape of the embedded default model (its vocab_size also sizes the BPE of random-init models)."""
 
 
 @dataclass
@@ -133,6 +135,38 @@ class EvalConfig:
 
 
 @dataclass
+class BenchConfig:
+    model: str = "models/configs/DeepSeek-R1-Distill-Llama-8B"
+    """Architecture to benchmark (a directory with config.json); built with seeded random weights."""
+    rows: str = "../shared/data/medical-o1/demo_data.json"
+    """Rows whose real length mix the benchmark trains on (any data.source a file can be)."""
+    tokenizer_vocab_size: int = 4096
+    """BPE trained on the rows; 4096 gives Llama 3's ~4.3 characters per token on medical-o1 text."""
+    weights_dir: str = "/tmp/medical-r1-bench-weights"
+    """Where the random weights are written once and shared by every combination (outside the repo)."""
+    per_device_train_batch_size: int = 2
+    """Rows per forward pass (the reference recipe: 2)."""
+    gradient_accumulation_steps: int = 4
+    """Forward passes per optimizer step (the reference recipe: 4)."""
+    max_seq_length: int = 2048
+    """Longest sequence; longer rows are truncated."""
+    gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
+    """As train.gradient_checkpointing; a combination may override it on the command line."""
+    learning_rate: float = 2e-4
+    """The reference recipe's learning rate (speed does not depend on it; stability of the run does)."""
+    warmup_steps: int = 3
+    """Optimizer steps run before timing starts (compilation, autotuning, allocator warm-up)."""
+    measure_steps: int = 6
+    """Optimizer steps timed for the steady-state figures."""
+    memory_budget_gib: float = 24.0
+    """Budget for the longest-sequence probe (a 24 GB card)."""
+    seq_probe_lengths: list[int] = field(default_factory=lambda: [2048, 4096, 8192, 16384, 32768])
+    """Sequence lengths probed, shortest first, with one batch-1 training step each."""
+    peak_tflops: float = 989.4
+    """Dense bf16 peak of the GPU for MFU (H100/H200 SXM datasheet)."""
+
+
+@dataclass
 class Params:
     seed: int = 3407
     """Seed for the split, the tiny model, LoRA init and data order."""
@@ -141,6 +175,7 @@ class Params:
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
 
     def __post_init__(self):
         positive = {"data.eval_rows": self.data.eval_rows, "lora.r": self.lora.r,
@@ -149,7 +184,9 @@ class Params:
                     "train.gradient_accumulation_steps": self.train.gradient_accumulation_steps,
                     "train.max_steps": self.train.max_steps, "train.logging_steps": self.train.logging_steps,
                     "train.save_steps": self.train.save_steps, "eval.num_samples": self.eval.num_samples,
-                    "eval.max_new_tokens": self.eval.max_new_tokens, "eval.batch_size": self.eval.batch_size}
+                    "eval.max_new_tokens": self.eval.max_new_tokens, "eval.batch_size": self.eval.batch_size,
+                    "bench.measure_steps": self.bench.measure_steps,
+                    "bench.per_device_train_batch_size": self.bench.per_device_train_batch_size}
         for key, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{key}: must be > 0, got {value}")
@@ -172,12 +209,16 @@ def load(path: str | Path = PARAMS_FILE, overrides: dict[str, Any] | None = None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     for dotted, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
+        set_dotted(raw, dotted, value)
     return build(Params, raw)
+
+
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    """tree["a"]["b"] = value for dotted = "a.b", creating missing levels."""
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
 
 
 def build(cls: type, raw: Any, prefix: str = ""):
@@ -205,6 +246,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(inner, value, key)
     if origin is Literal:
+        if isinstance(value, bool) and {"on", "off"} <= set(args):  # YAML 1.1 reads on/off as booleans
+            value = "on" if value else "off"
         if value not in args:
             raise ConfigError(f"{key}: must be one of {', '.join(map(str, args))}; got {value!r}")
         return value

@@ -50,7 +50,8 @@ def main() -> None:
     backend = backends.get(params.train.backend)
     trainer.seed_everything(params.seed)
     rows = files.read_jsonl(EVAL_ROWS)
-    model, tokenizer = backend.load(BaseModel.read(BASE), params.train)
+    base = BaseModel.read(BASE)
+    model, tokenizer = backend.load(base, params.train)
     model = backend.for_inference(model)
     base_scores, base_texts = score(model, tokenizer, rows, params)
     from peft import PeftModel  # after the backend: Unsloth must patch transformers first
@@ -60,7 +61,8 @@ def main() -> None:
 
     flat = {f"{name}.{key}": value for name, scores in (("base", base_scores), ("tuned", tuned_scores))
             for key, value in scores.items()}
-    files.write_json(REPORTS / "metrics.json", {**flat, "samples": len(base_texts), **trainer.peak_memory()})
+    files.write_json(REPORTS / "metrics.json", {**flat, "samples": len(base_texts), "weights": base.init,
+                                                    **trainer.peak_memory()})
     files.write_csv(REPORTS / "before_after.csv", [
         {"metric": key, "model": name, "value": value}
         for key in metrics.RATES for name, value in (("base", base_scores[key]), ("tuned", tuned_scores[key]))])

@@ -97,3 +97,29 @@ def before_after(metrics: dict, path: Path) -> None:
     rates.set_title("Generations (higher is better)")
     losses.set_title("Held-out loss (lower is better)")
     _save(fig, path)
+
+
+def bench_bars(results: list[dict], path: Path) -> None:
+    """Benchmark results side by side: steady-state tokens/s and peak reserved memory, one bar each."""
+    plt = _pyplot()
+    results = sorted(results, key=lambda r: (r["precision"], r["tag"] or "", r["backend"] != "unsloth"))
+    labels = [f"{r['precision']}\n{r['tag'] or 'reference'}" for r in results]
+    colors = [TUNED_COLOR if r["backend"] == "unsloth" else BASE_COLOR for r in results]
+    fig, (speed, memory) = plt.subplots(1, 2, figsize=(max(10, 1.6 * len(results)), 4.8))
+    for ax, key, ylabel in ((speed, "tokens_per_second", "steady-state training throughput (tokens/s)"),
+                            (memory, "peak_gpu_reserved_gib", "peak GPU memory reserved (GiB)")):
+        values = [r.get(key, 0) for r in results]
+        bars = ax.bar(range(len(results)), values, color=colors)
+        ax.set_ylim(0, max(values) * 1.25)
+        ax.bar_label(bars, fmt="%.0f" if key == "tokens_per_second" else "%.1f", fontsize=8)
+        ax.set_xticks(range(len(results)), labels, fontsize=8)
+        ax.set_xlabel("precision / settings")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, axis="y")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in (TUNED_COLOR, BASE_COLOR)]
+    for ax in (speed, memory):
+        ax.legend(handles, ["unsloth", "hf (transformers + peft)"], loc="upper left", fontsize=8)
+    device = results[0].get("device", "")
+    speed.set_title(f"LoRA training speed, 8B architecture ({device})")
+    memory.set_title("Peak memory")
+    _save(fig, path)

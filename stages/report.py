@@ -61,8 +61,11 @@ def build_markdown(params, stats: dict, train: dict, evaluation: dict, samples: 
     tokens = stats["tokens"]
     memory = (f"{train['peak_gpu_reserved_gib']} GiB GPU reserved" if "peak_gpu_reserved_gib" in train
               else f"{train['peak_rss_gib']} GiB RSS")
+    banner = ([f"> **weights: random.** The base model has seeded random weights ({params.model.name}); this run "
+               "measures the pipeline, speed and memory, not medical ability.", ""]
+              if train.get("weights") == "random" and params.model.name != "tiny" else [])
     lines = [
-        "# Fine-tuning report", "",
+        "# Fine-tuning report", "", *banner,
         f"{stats['train_rows']} training and {stats['eval_rows']} held-out rows from `{stats['source']}` "
         f"({stats['rows_skipped']} skipped, {stats['duplicates']} duplicates; tokens per row p50 {tokens['p50']}, "
         f"p95 {tokens['p95']}, max {tokens['max']}).", "",

@@ -30,12 +30,13 @@ def main() -> None:
     params = config.load()
     backend = backends.get(params.train.backend)
     trainer.seed_everything(params.seed)
-    model, tokenizer = backend.load(BaseModel.read(BASE), params.train)
+    base = BaseModel.read(BASE)
+    model, tokenizer = backend.load(base, params.train)
     cuda = backends.cuda_available()
     checkpointing = trainer.use_gradient_checkpointing(params.train.gradient_checkpointing, cuda)
     model = backend.add_lora(model, params.lora, params.seed, checkpointing)
 
-    log = trainer.step_logger()
+    log = trainer.step_logger(model, tokenizer.pad_token_id)
     sft = trainer.build(model, tokenizer, files.read_jsonl(PREPARED / "train.jsonl"),
                         files.read_jsonl(PREPARED / "eval.jsonl"), params.train, params.seed, str(CHECKPOINTS),
                         [log], backend_checkpoints=params.train.backend == "hf")
@@ -48,7 +49,7 @@ def main() -> None:
         tokenizer.save_pretrained(work_dir)
     files.write_csv(REPORTS / "steps.csv", log.rows)
     files.write_csv(REPORTS / "eval_loss.csv", log.evals)
-    metrics = {"backend": params.train.backend, **trainer.summarize(log, seconds),
+    metrics = {"backend": params.train.backend, "weights": base.init, **trainer.summarize(log, seconds),
                "gradient_checkpointing": checkpointing, **trainer.peak_memory()}
     files.write_json(REPORTS / "metrics.json", metrics)
     print(f"train: loss {metrics['train_loss_first']} -> {metrics['train_loss_final']} in {metrics['steps']} steps, "

@@ -33,9 +33,9 @@ def use_gradient_checkpointing(setting: str, cuda: bool) -> bool:
     return {"on": True, "off": False}.get(setting, cuda)
 
 
-def build(model, tokenizer, train_rows: list[dict], eval_rows: list[dict], train, seed: int,
+def build(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | None, train, seed: int,
           output_dir: str, callbacks: list, backend_checkpoints: bool):
-    """An SFTTrainer on the rows' `text` (prompt + reasoning + answer + EOS)."""
+    """An SFTTrainer on the rows' `text` (prompt + reasoning + answer + EOS); held-out loss every save_steps."""
     import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -51,7 +51,7 @@ def build(model, tokenizer, train_rows: list[dict], eval_rows: list[dict], train
         gradient_accumulation_steps=train.gradient_accumulation_steps, learning_rate=train.learning_rate,
         warmup_steps=train.warmup_steps, optim=resolve_optim(train.optim, cuda), weight_decay=train.weight_decay,
         lr_scheduler_type=train.lr_scheduler_type, logging_steps=train.logging_steps,
-        save_steps=train.save_steps, save_total_limit=2, eval_strategy="steps", eval_steps=train.save_steps,
+        save_steps=train.save_steps, save_total_limit=2, eval_strategy="steps" if eval_rows else "no", eval_steps=train.save_steps,
         bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
         max_length=train.max_seq_length, packing=train.packing, dataset_text_field="text",
         # Unsloth sets up its own (offloaded) checkpointing in get_peft_model; hf turns it on in add_lora.
@@ -61,18 +61,27 @@ def build(model, tokenizer, train_rows: list[dict], eval_rows: list[dict], train
     )
     to_dataset = lambda rows: Dataset.from_list([{"text": r["text"]} for r in rows])  # noqa: E731
     return SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=to_dataset(train_rows),
-                      eval_dataset=to_dataset(eval_rows), callbacks=callbacks)
+                      eval_dataset=to_dataset(eval_rows) if eval_rows else None, callbacks=callbacks)
 
 
-def step_logger():
-    """A TrainerCallback that records one row per logged step (loss, lr, grad norm, tokens/s)."""
+def step_logger(model, pad_token_id: int):
+    """A TrainerCallback that records one row per logged step (loss, lr, grad norm, tokens/s).
+
+    Tokens are counted where they enter the model (a hook on the input embeddings, training forwards
+    only, padding excluded), so every backend and collator (padded or padding-free) is counted alike.
+    """
     from transformers import TrainerCallback
 
     class StepLog(TrainerCallback):
         def __init__(self):
             self.rows, self.evals = [], []
             self.started = self.last_time = None
-            self.last_tokens = 0
+            self.last_tokens, self.tokens = 0, 0
+            model.get_input_embeddings().register_forward_hook(self.count_tokens)
+
+        def count_tokens(self, module, args, output):
+            if module.training:  # a device tensor: no host sync per forward
+                self.tokens = self.tokens + (args[0] != pad_token_id).sum()
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.started = self.last_time = time.perf_counter()
@@ -83,13 +92,14 @@ def step_logger():
                 self.evals.append({"step": state.global_step, "eval_loss": round(logs["eval_loss"], 5)})
             if "loss" not in logs:
                 return
-            now, tokens = time.perf_counter(), int(logs.get("num_tokens", 0))
+            now, tokens = time.perf_counter(), int(self.tokens)
             rate = (tokens - self.last_tokens) / max(now - self.last_time, 1e-9)
             self.last_time, self.last_tokens = now, tokens
             self.rows.append({"step": state.global_step, "loss": round(logs["loss"], 5),
                               "learning_rate": logs.get("learning_rate", 0.0),
                               "grad_norm": round(float(logs.get("grad_norm", 0.0)), 5),
-                              "tokens_per_second": round(rate, 1), "tokens_seen": tokens})
+                              "tokens_per_second": round(rate, 1), "tokens_seen": tokens,
+                              "seconds": round(now - self.started, 4)})
 
     return StepLog()
 

@@ -10,17 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stages.config import set_dotted
+
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"data.max_rows": 40, "data.eval_rows": 4, "train.max_steps": 2, "train.save_steps": 2,
          "train.per_device_train_batch_size": 2, "train.gradient_accumulation_steps": 1,
          "model.tiny.vocab_size": 512}
-
-
-def set_dotted(tree: dict, dotted: str, value) -> None:
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        tree = tree.setdefault(key, {})
-    tree[leaf] = value
 
 
 class Workdir:

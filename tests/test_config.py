@@ -5,7 +5,8 @@ import yaml
 
 from stages import config
 from stages.config import ConfigError
-from tests.conftest import REPO, set_dotted
+from stages.config import set_dotted
+from tests.conftest import REPO
 
 
 def write(tmp_path, overrides):

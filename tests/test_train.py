@@ -28,7 +28,7 @@ def test_one_step_training_per_backend_writes_a_peft_adapter(workdir, backend):
     assert metrics["backend"] == backend and metrics["steps"] == 2 and metrics["tokens_seen"] > 0
     assert metrics["peak_rss_gib"] > 0 and metrics["tokens_per_second"] > 0
     steps = (workdir / "reports/train/steps.csv").read_text().splitlines()
-    assert steps[0] == "step,loss,learning_rate,grad_norm,tokens_per_second,tokens_seen" and len(steps) == 3
+    assert steps[0] == "step,loss,learning_rate,grad_norm,tokens_per_second,tokens_seen,seconds" and len(steps) == 3
     assert (workdir / "models/checkpoints/checkpoint-2").is_dir()
 
 

@@ -1,0 +1,212 @@
+"""bench: LoRA training speed and memory of one backend x precision, on a GPU, side by side with the others.
+
+    python -m stages.bench run --backend unsloth --precision bf16            # one combination, this process
+    python -m stages.bench run --backend hf --precision bf16 --gradient-checkpointing off --batch-size 4 --tag best
+    python -m stages.bench chart reports/bench/*.json                        # results -> chart
+    python3 -m dvc repro bench/dvc.yaml                                      # the four reference combinations
+
+Reads   params.yaml (seed, lora.*, train.optim/warmup_steps/weight_decay/lr_scheduler_type, bench.*), bench.rows
+Writes  reports/bench/<backend>-<precision>[-<tag>].json   GPU, versions, params; steady-state tokens/s (real,
+        non-pad tokens), step time, peak allocated/reserved memory, MFU, longest sequence within the budget
+        reports/bench/throughput_memory.png                 (chart) tokens/s and peak memory, Unsloth vs hf
+Every combination runs in its own process (Unsloth patches transformers globally) on the same tokenized
+rows, the same LoRA config and the same effective batch. Weights are seeded random: `weights: random`.
+FLOPs per token = 4 x matmul parameters (forward + activation gradients; frozen weights get no weight
+gradients) + 6 x LoRA parameters + 6 x layers x hidden x the token-weighted mean row length (causal
+attention forward and backward); recomputation from gradient checkpointing is not counted (MFU, not HFU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from stages import UserError, backends, base_model, config, dataset, files, plots, prompts, sources, tiny, trainer
+from stages.base_model import BaseModel
+from stages.tasks import medical_cot
+
+RESULTS = Path("reports/bench")
+COMPLETE = "complete"
+
+
+def bench_rows(bench, eos_token: str | None = None) -> list[dict]:
+    records = sources.load_records(bench.rows)
+    rows, _ = dataset.clean(records, medical_cot.validate, "skip")
+    if eos_token is None:
+        return rows
+    return [medical_cot.format_row(r, eos_token) for r in rows]
+
+
+def random_weights(bench, tokenizer, seed: int) -> Path:
+    """bench.model's architecture with seeded random weights, written once and reused by every combination."""
+    out = Path(bench.weights_dir)
+    if not (out / COMPLETE).is_file():
+        with files.replaced_dir(out) as work_dir:
+            base_model.save_random_model(bench.model, tokenizer, seed, work_dir)
+            (work_dir / COMPLETE).write_text(bench.model + "\n")
+    return out
+
+
+def flops_per_token(model_config, n_lora: int, mean_context: float) -> float:
+    hidden, layers = model_config.hidden_size, model_config.num_hidden_layers
+    head_dim = getattr(model_config, "head_dim", None) or hidden // model_config.num_attention_heads
+    q_out = model_config.num_attention_heads * head_dim
+    kv_out = model_config.num_key_value_heads * head_dim
+    per_layer = hidden * (q_out + 2 * kv_out) + q_out * hidden + 3 * hidden * model_config.intermediate_size
+    matmul = layers * per_layer + hidden * model_config.vocab_size  # + lm_head; embeddings are lookups
+    return 4 * matmul + 6 * n_lora + 6 * layers * q_out * mean_context
+
+
+def steady_state(log_rows: list[dict], warmup: int) -> dict:
+    """Tokens/s and step time over the steps after warm-up, from the step log's cumulative counters."""
+    start = next(r for r in log_rows if r["step"] == warmup)
+    end = log_rows[-1]
+    seconds, tokens, steps = end["seconds"] - start["seconds"], end["tokens_seen"] - start["tokens_seen"], \
+        end["step"] - start["step"]
+    return {"measured_steps": steps, "tokens_per_second": round(tokens / seconds, 1),
+            "step_seconds": round(seconds / steps, 4), "measured_tokens": tokens}
+
+
+def probe_lengths(model, token_ids: list[int], lengths: list[int], budget_gib: float) -> list[dict]:
+    """One batch-1 forward + backward per length (shortest first) and its peak reserved memory."""
+    import torch
+
+    probes = []
+    for length in lengths:
+        ids = torch.tensor([(token_ids * (length // len(token_ids) + 1))[:length]], device=model.device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        try:
+            model(input_ids=ids, labels=ids).loss.backward()
+            peak = torch.cuda.max_memory_reserved() / 2**30
+        except torch.OutOfMemoryError:
+            peak = float("inf")
+        model.zero_grad(set_to_none=True)
+        probes.append({"max_seq_length": length, "peak_reserved_gib": round(peak, 2), "fits": peak <= budget_gib})
+        if peak > budget_gib:
+            break
+    return probes
+
+
+def versions() -> dict:
+    names = ("torch", "transformers", "trl", "peft", "unsloth", "unsloth_zoo", "bitsandbytes")
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return {"python": platform.python_version(), **found}
+
+
+def step_marker(warmup: int):
+    """Resets the GPU's peak-memory counters once warm-up is over, so peaks are steady-state peaks."""
+    import torch
+    from transformers import TrainerCallback
+
+    class ResetPeakAfterWarmup(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == warmup and torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+
+    return ResetPeakAfterWarmup()
+
+
+def run(args) -> dict:
+    params = config.load()
+    bench = params.bench
+    cuda = backends.cuda_available()
+    if args.precision == "4bit":
+        backends.require_cuda_for_4bit(True)
+    train = dataclasses.replace(
+        params.train, backend=args.backend, load_in_4bit=args.precision == "4bit",
+        max_seq_length=bench.max_seq_length,
+        per_device_train_batch_size=args.batch_size or bench.per_device_train_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps or bench.gradient_accumulation_steps,
+        gradient_checkpointing=args.gradient_checkpointing or bench.gradient_checkpointing,
+        max_steps=bench.warmup_steps + bench.measure_steps, logging_steps=1, save_steps=10**9, packing=False,
+        learning_rate=bench.learning_rate)
+    plain = bench_rows(bench)
+    tokenizer = tiny.train_tokenizer([prompts.training_text(r["question"], r["reasoning"], r["answer"], "")
+                                      for r in plain], bench.tokenizer_vocab_size, bench.max_seq_length)
+    rows = bench_rows(bench, tokenizer.eos_token)
+    lengths = np.minimum([len(ids) for ids in tokenizer([r["text"] for r in rows])["input_ids"]],
+                         bench.max_seq_length)
+    weights = str(random_weights(bench, tokenizer, params.seed))
+
+    backend = backends.get(args.backend)
+    trainer.seed_everything(params.seed)
+    model, _ = backend.load(BaseModel(weights, None, weights, init="random"), train)
+    checkpointing = trainer.use_gradient_checkpointing(train.gradient_checkpointing, cuda)
+    model = backend.add_lora(model, params.lora, params.seed, checkpointing)
+    n_lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log = trainer.step_logger(model, tokenizer.pad_token_id)
+    with tempfile.TemporaryDirectory() as scratch:
+        sft = trainer.build(model, tokenizer, rows, None, train, params.seed, scratch,
+                            [log, step_marker(bench.warmup_steps)], backend_checkpoints=args.backend == "hf")
+        sft.train()
+    result = steady_state(log.rows, bench.warmup_steps)
+    mean_context = float((lengths ** 2).sum() / lengths.sum())
+    flops = flops_per_token(model.config, n_lora, mean_context)
+    memory = trainer.peak_memory()
+    if cuda:
+        model.config.use_cache = False
+        probes = probe_lengths(model, tokenizer(rows[0]["text"])["input_ids"], bench.seq_probe_lengths,
+                               bench.memory_budget_gib)
+        fitting = [p["max_seq_length"] for p in probes if p["fits"]]
+        result |= {"mfu": round(result["tokens_per_second"] * flops / (bench.peak_tflops * 1e12), 4),
+                   "seq_probes": probes, "max_seq_length_within_budget": max(fitting) if fitting else None,
+                   "memory_budget_gib": bench.memory_budget_gib}
+    return {
+        "backend": args.backend, "precision": args.precision, "tag": args.tag, "weights": "random",
+        "model": bench.model, **memory, "versions": versions(),
+        "params": {"per_device_train_batch_size": train.per_device_train_batch_size,
+                   "gradient_accumulation_steps": train.gradient_accumulation_steps,
+                   "max_seq_length": train.max_seq_length, "gradient_checkpointing": checkpointing,
+                   "optim": trainer.resolve_optim(train.optim, cuda), "lora_r": params.lora.r,
+                   "lora_alpha": params.lora.alpha, "target_modules": params.lora.target_modules,
+                   "warmup_steps": bench.warmup_steps, "measure_steps": bench.measure_steps, "seed": params.seed},
+        "data": {"rows": bench.rows, "n_rows": len(rows), "tokens_per_row_mean": round(float(lengths.mean()), 1),
+                 "tokens_per_row_p95": int(np.percentile(lengths, 95)),
+                 "token_weighted_mean_length": round(mean_context, 1)},
+        "lora_parameters": n_lora, "flops_per_token": round(flops), **result,
+    }
+
+
+def result_name(backend: str, precision: str, tag: str | None) -> str:
+    return f"{backend}-{precision}" + (f"-{tag}" if tag else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    one = commands.add_parser("run", help="benchmark one backend x precision")
+    one.add_argument("--backend", choices=["unsloth", "hf"], required=True)
+    one.add_argument("--precision", choices=["bf16", "4bit"], required=True)
+    one.add_argument("--batch-size", type=int, help="override bench.per_device_train_batch_size")
+    one.add_argument("--gradient-accumulation-steps", type=int, help="override bench.gradient_accumulation_steps")
+    one.add_argument("--gradient-checkpointing", choices=["auto", "on", "off"])
+    one.add_argument("--tag", help="suffix of the result file, for variants beyond the reference four")
+    chart = commands.add_parser("chart", help="draw reports/bench/throughput_memory.png from result files")
+    chart.add_argument("results", nargs="+", type=Path)
+    args = parser.parse_args()
+    if args.command == "chart":
+        missing = [str(p) for p in args.results if not p.is_file()]
+        if missing:
+            raise UserError(f"no benchmark result {', '.join(missing)}; run `python -m stages.bench run ...` first")
+        plots.bench_bars([files.read_json(p) for p in args.results], RESULTS / "throughput_memory.png")
+        return
+    result = run(args)
+    files.write_json(RESULTS / f"{result_name(args.backend, args.precision, args.tag)}.json", result)
+    print(f"bench {result_name(args.backend, args.precision, args.tag)}: {result['tokens_per_second']:,.0f} tokens/s, "
+          f"step {result['step_seconds']} s")
+
+
+if __name__ == "__main__":
+    files.run_stage(main)

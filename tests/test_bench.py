@@ -1,0 +1,70 @@
+"""The benchmark code on the CPU with a tiny architecture and two steps (the H200 numbers come from a GPU)."""
+
+import json
+import subprocess
+import sys
+
+from transformers import LlamaConfig
+
+from stages import bench
+from tests.conftest import REPO
+
+TINY_BENCH = {"bench.rows": "data/sample/medical_cot.jsonl", "bench.warmup_steps": 1, "bench.measure_steps": 2,
+              "bench.per_device_train_batch_size": 1, "bench.gradient_accumulation_steps": 1,
+              "bench.tokenizer_vocab_size": 512}
+
+
+def tiny_architecture(path):
+    LlamaConfig(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048).save_pretrained(path)
+    return str(path)
+
+
+def run_bench(workdir, *args):
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "stages.bench", *args], cwd=workdir.path, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_bench_runs_on_cpu_with_a_tiny_architecture(workdir):
+    workdir.params({**TINY_BENCH, "bench.model": tiny_architecture(workdir / "arch"),
+                    "bench.weights_dir": str(workdir / "weights")})
+    for backend in ("hf", "unsloth"):
+        out = run_bench(workdir, "run", "--backend", backend, "--precision", "bf16")
+        assert out.returncode == 0, out.stderr[-3000:]
+    hf = json.loads((workdir / "reports/bench/hf-bf16.json").read_text())
+    assert hf["weights"] == "random" and hf["measured_steps"] == 2 and hf["tokens_per_second"] > 0
+    assert hf["data"]["n_rows"] == 320 and hf["params"]["per_device_train_batch_size"] == 1
+    assert hf["versions"]["torch"] and hf["device"] == "cpu"
+    out = run_bench(workdir, "chart", "reports/bench/hf-bf16.json", "reports/bench/unsloth-bf16.json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (workdir / "reports/bench/throughput_memory.png").stat().st_size > 10_000
+
+
+def test_what_needs_a_gpu_is_refused_in_one_sentence(workdir):
+    workdir.params({**TINY_BENCH, "bench.weights_dir": str(workdir / "weights")})
+    (workdir / "models").mkdir()
+    (workdir / "models/configs").symlink_to(REPO / "models/configs")
+    four_bit = run_bench(workdir, "run", "--backend", "unsloth", "--precision", "4bit")
+    assert four_bit.returncode == 2 and "Traceback" not in four_bit.stderr
+    assert four_bit.stderr.strip().splitlines()[-1].startswith("error: train.load_in_4bit=true needs a CUDA GPU")
+    eight_b = run_bench(workdir, "run", "--backend", "hf", "--precision", "bf16")
+    assert eight_b.returncode == 2
+    assert eight_b.stderr.strip().splitlines()[-1] == (
+        "error: model.init=random with models/configs/DeepSeek-R1-Distill-Llama-8B (8.0B parameters) needs a CUDA "
+        "GPU; use model.name: tiny on this machine")
+
+
+def test_flops_per_token_of_the_8b_architecture():
+    config = LlamaConfig.from_pretrained(REPO / "models/configs/DeepSeek-R1-Distill-Llama-8B")
+    matmul = 8_030_261_248 - 4096 * 128256  # all parameters but the embedding, less the 65 RMSNorm weights
+    norms = 65 * 4096
+    expected = 4 * (matmul - norms) + 6 * 0 + 6 * 32 * 4096 * 1000
+    assert bench.flops_per_token(config, 0, 1000) == expected
+
+
+def test_steady_state_skips_warmup():
+    rows = [{"step": s, "seconds": 10.0 * s + (5 if s == 1 else 0), "tokens_seen": 1000 * s} for s in range(1, 6)]
+    result = bench.steady_state(rows, warmup=2)
+    assert result == {"measured_steps": 3, "tokens_per_second": 100.0, "step_seconds": 10.0,
+                      "measured_tokens": 3000}
