@@ -43,6 +43,8 @@ class DataConfig:
     """Rows held out for evaluation."""
     on_bad_row: Literal["error", "skip"] = "error"
     """A row failing validation stops prepare (`error`) or is skipped and counted (`skip`)."""
+    on_long_row: Literal["truncate", "skip"] = "truncate"
+    """A row longer than train.max_seq_length is truncated by the trainer or skipped here; both are counted."""
 
 
 @dataclass
@@ -122,6 +124,8 @@ class TrainConfig:
     """Pack several rows into one max_seq_length sequence (TRL packing)."""
     gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
     """Recompute activations in backward; `auto` = on with a CUDA GPU, off on the CPU."""
+    resume: Literal["auto", "never"] = "auto"
+    """`auto`: continue from the newest complete checkpoint of this same run (same params and data)."""
 
 
 @dataclass

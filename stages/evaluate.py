@@ -5,8 +5,8 @@
 Reads   params.yaml (eval.*, train.backend, train.load_in_4bit, train.max_seq_length),
         data/prepared/eval.jsonl, models/base/, models/adapter/
 Writes  reports/eval/metrics.json   flat keys base.* and tuned.*: eval_loss and perplexity (full text),
-                                    response_loss, format_compliance, stop_rate, rouge_l,
-                                    mean_generated_tokens, generation_tokens_per_second, peak memory
+                                    response_loss, format_compliance, stop_rate, rouge_l, mean_generated_tokens
+        reports/eval/perf.json      base/tuned generation_tokens_per_second, peak memory
         reports/eval/samples.jsonl  question, reference, base output, tuned output
         reports/eval/before_after.csv  format compliance, stop rate, ROUGE-L in long form for `dvc plots`
 Same prompts and greedy decoding for both; Unsloth's fast inference when train.backend is unsloth.
@@ -26,8 +26,11 @@ ADAPTER = Path("models/adapter")
 REPORTS = Path("reports/eval")
 
 
-def score(model, tokenizer, rows: list[dict], params) -> tuple[dict, list[str]]:
-    """Loss on every held-out row, then generations for the first eval.num_samples of them."""
+def score(model, tokenizer, rows: list[dict], params) -> tuple[dict, float, list[str]]:
+    """Loss on every held-out row, then generations for the first eval.num_samples of them.
+
+    Returns the scores, the generation speed (tokens/s) and the generated texts.
+    """
     losses = inference.teacher_forced_loss(model, tokenizer, rows, params.eval.batch_size,
                                            params.train.max_seq_length)
     sampled = rows[:params.eval.num_samples]
@@ -41,8 +44,7 @@ def score(model, tokenizer, rows: list[dict], params) -> tuple[dict, list[str]]:
         "stop_rate": round(metrics.stop_rate(out.stopped), 4),
         "rouge_l": round(metrics.rouge_l(answers, [r["answer"] for r in sampled]), 4),
         "mean_generated_tokens": round(mean(out.new_tokens), 1),
-        "generation_tokens_per_second": round(sum(out.new_tokens) / out.seconds, 1),
-    }, out.texts
+    }, round(sum(out.new_tokens) / out.seconds, 1), out.texts
 
 
 def main() -> None:
@@ -53,16 +55,18 @@ def main() -> None:
     base = BaseModel.read(BASE)
     model, tokenizer = backend.load(base, params.train)
     model = backend.for_inference(model)
-    base_scores, base_texts = score(model, tokenizer, rows, params)
+    base_scores, base_speed, base_texts = score(model, tokenizer, rows, params)
     from peft import PeftModel  # after the backend: Unsloth must patch transformers first
 
     model = backend.for_inference(PeftModel.from_pretrained(model, ADAPTER))
-    tuned_scores, tuned_texts = score(model, tokenizer, rows, params)
+    tuned_scores, tuned_speed, tuned_texts = score(model, tokenizer, rows, params)
 
     flat = {f"{name}.{key}": value for name, scores in (("base", base_scores), ("tuned", tuned_scores))
             for key, value in scores.items()}
-    files.write_json(REPORTS / "metrics.json", {**flat, "samples": len(base_texts), "weights": base.init,
-                                                    **trainer.peak_memory()})
+    files.write_json(REPORTS / "metrics.json", {**flat, "samples": len(base_texts), "weights": base.init})
+    files.write_json(REPORTS / "perf.json", {"base.generation_tokens_per_second": base_speed,
+                                             "tuned.generation_tokens_per_second": tuned_speed,
+                                             **trainer.peak_memory()})
     files.write_csv(REPORTS / "before_after.csv", [
         {"metric": key, "model": name, "value": value}
         for key in metrics.RATES for name, value in (("base", base_scores[key]), ("tuned", tuned_scores[key]))])

@@ -52,8 +52,8 @@ def _memory(metrics: dict) -> tuple[float, str]:
     return metrics.get("peak_rss_gib", 0.0), "peak process memory, RSS (GiB)"
 
 
-def throughput_memory(steps: list[dict], train: dict, evaluation: dict, path: Path) -> None:
-    """Training tokens/s per step, and peak memory of the train and evaluate stages."""
+def throughput_memory(steps: list[dict], backend: str, train: dict, evaluation: dict, path: Path) -> None:
+    """Training tokens/s per step, and peak memory of the train and evaluate stages (their perf.json)."""
     plt = _pyplot()
     fig, (speed, memory) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [2, 1]})
     speed.plot([r["step"] for r in steps], [r["tokens_per_second"] for r in steps], color=TUNED_COLOR,
@@ -62,7 +62,7 @@ def throughput_memory(steps: list[dict], train: dict, evaluation: dict, path: Pa
                   label=f"whole run: {train['tokens_per_second']:,.0f} tokens/s")
     speed.set_xlabel("optimizer step")
     speed.set_ylabel("training throughput (non-pad tokens/s)")
-    speed.set_title(f"Throughput ({train['backend']} on {train['device']})")
+    speed.set_title(f"Throughput ({backend} on {train['device']})")
     speed.legend(loc="lower right")
     speed.grid(alpha=0.3)
     (train_mem, label), (eval_mem, _) = _memory(train), _memory(evaluation)

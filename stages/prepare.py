@@ -3,6 +3,7 @@
     python -m stages.prepare
 
 Reads   params.yaml (seed, data.*, model.*, train.max_seq_length) and the source named by data.source
+        (rows longer than train.max_seq_length are counted, and skipped when data.on_long_row is skip)
 Writes  data/prepared/train.jsonl, data/prepared/eval.jsonl   (question, reasoning, answer, prompt, completion, text)
         models/base/                                          (tiny: tokenizer + random Llama; else: tokenizer + base.json)
         reports/prepare/stats.json                            (rows read/kept/skipped by reason, duplicates, token lengths)
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import base_model, config, dataset, files, prompts, sources
+from stages import UserError, base_model, config, dataset, files, prompts, sources
 from stages.tasks import medical_cot
 
 PREPARED = Path("data/prepared")
@@ -28,8 +29,19 @@ def token_stats(lengths: list[int], max_seq_length: int) -> dict:
     lengths = np.asarray(lengths)
     return {"p50": int(np.percentile(lengths, 50)), "p95": int(np.percentile(lengths, 95)),
             "max": int(lengths.max()), "mean": round(float(lengths.mean()), 1), "total": int(lengths.sum()),
-            "rows_longer_than_max_seq_length": int((lengths > max_seq_length).sum()),
             "max_seq_length": max_seq_length}
+
+
+def check_template_fits(tokenizer, max_seq_length: int) -> None:
+    overhead = len(tokenizer(prompts.training_text("", "", "", tokenizer.eos_token))["input_ids"])
+    if max_seq_length <= overhead:
+        raise UserError(f"train.max_seq_length ({max_seq_length}) is below the template's own length "
+                        f"({overhead} tokens with empty fields); raise it")
+
+
+def drop_long(rows: list[dict], lengths: list[int], max_seq_length: int) -> tuple[list[dict], list[int]]:
+    keep = [i for i, n in enumerate(lengths) if n <= max_seq_length]
+    return [rows[i] for i in keep], [lengths[i] for i in keep]
 
 
 def main() -> None:
@@ -38,14 +50,26 @@ def main() -> None:
     records = sources.load_records(data.source, data.config, data.revision, data.split)
     rows, cleaned = dataset.clean(records, medical_cot.validate, data.on_bad_row, data.max_rows)
     train_rows, eval_rows = dataset.split(rows, data.eval_rows, params.seed)
+    max_len = params.train.max_seq_length
 
     corpus = [prompts.training_text(r["question"], r["reasoning"], r["answer"], "") for r in train_rows]
     with files.replaced_dir(BASE) as work_dir:
-        tokenizer = base_model.materialize(params.model, corpus, params.seed, params.train.max_seq_length,
-                                           work_dir, BASE)
+        tokenizer = base_model.materialize(params.model, corpus, params.seed, max_len, work_dir, BASE)
+    check_template_fits(tokenizer, max_len)
     train_rows = [medical_cot.format_row(r, tokenizer.eos_token) for r in train_rows]
     eval_rows = [medical_cot.format_row(r, tokenizer.eos_token) for r in eval_rows]
-    lengths = [len(ids) for ids in tokenizer([r["text"] for r in train_rows + eval_rows])["input_ids"]]
+    train_lengths, eval_lengths = ([len(ids) for ids in tokenizer([r["text"] for r in rows])["input_ids"]]
+                                   for rows in (train_rows, eval_rows))
+    long_rows = sum(n > max_len for n in train_lengths + eval_lengths)
+    if data.on_long_row == "skip" and long_rows:
+        train_rows, train_lengths = drop_long(train_rows, train_lengths, max_len)
+        eval_rows, eval_lengths = drop_long(eval_rows, eval_lengths, max_len)
+        cleaned.skipped["too_long"] += long_rows
+        cleaned.rows_kept -= long_rows
+        if not train_rows or not eval_rows:
+            raise UserError(f"every {'training' if not train_rows else 'held-out'} row is longer than "
+                            f"train.max_seq_length ({max_len}); raise it or set data.on_long_row=truncate")
+    lengths = train_lengths + eval_lengths
 
     files.write_jsonl(PREPARED / "train.jsonl", train_rows)
     files.write_jsonl(PREPARED / "eval.jsonl", eval_rows)
@@ -53,7 +77,9 @@ def main() -> None:
         "source": sources.describe(data.source), "rows_read": cleaned.rows_read, "rows_kept": cleaned.rows_kept,
         "rows_skipped": sum(cleaned.skipped.values()), "skipped_by_reason": dict(sorted(cleaned.skipped.items())),
         "duplicates": cleaned.duplicates, "train_rows": len(train_rows), "eval_rows": len(eval_rows),
-        "eos_token": tokenizer.eos_token, "tokens": token_stats(lengths, params.train.max_seq_length)})
+        "eos_token": tokenizer.eos_token, "rows_longer_than_max_seq_length": long_rows,
+        "on_long_row": data.on_long_row,
+        "tokens": token_stats(lengths, max_len)})
     print(f"prepare: {len(train_rows)} train / {len(eval_rows)} eval rows from {sources.describe(data.source)}; "
           f"skipped {sum(cleaned.skipped.values())}, duplicates {cleaned.duplicates}")
 

@@ -3,8 +3,8 @@
     python -m stages.report
 
 Reads   params.yaml (model.name, data.source, data.config, train.*, lora.*) for the params table,
-        reports/prepare/stats.json, reports/train/{metrics.json,steps.csv,eval_loss.csv},
-        reports/eval/{metrics.json,samples.jsonl}
+        reports/prepare/stats.json, reports/train/{metrics.json,perf.json,steps.csv,eval_loss.csv},
+        reports/eval/{metrics.json,perf.json,samples.jsonl}
 Writes  reports/figures/loss.png, reports/figures/throughput_memory.png, reports/figures/before_after.png,
         reports/report.md (params, base-vs-tuned table, the figures, three sample generations side by side)
 """
@@ -20,6 +20,7 @@ REPORTS = Path("reports")
 FIGURES = REPORTS / "figures"
 SAMPLES_SHOWN = 3
 SHOWN_METRICS = (*LOSSES, "perplexity", *RATES, "mean_generated_tokens", "generation_tokens_per_second")
+"""Rows of the base-vs-tuned table (generation speed comes from reports/eval/perf.json)."""
 
 
 def cell(text: str, limit: int = 700) -> str:
@@ -57,10 +58,11 @@ def samples_section(samples: list[dict]) -> list[str]:
     return lines
 
 
-def build_markdown(params, stats: dict, train: dict, evaluation: dict, samples: list[dict]) -> str:
+def build_markdown(params, stats: dict, train: dict, train_perf: dict, evaluation: dict,
+                   samples: list[dict]) -> str:
     tokens = stats["tokens"]
-    memory = (f"{train['peak_gpu_reserved_gib']} GiB GPU reserved" if "peak_gpu_reserved_gib" in train
-              else f"{train['peak_rss_gib']} GiB RSS")
+    memory = (f"{train_perf['peak_gpu_reserved_gib']} GiB GPU reserved" if "peak_gpu_reserved_gib" in train_perf
+              else f"{train_perf['peak_rss_gib']} GiB RSS")
     banner = ([f"> **weights: random.** The base model has seeded random weights ({params.model.name}); this run "
                "measures the pipeline, speed and memory, not medical ability.", ""]
               if train.get("weights") == "random" and params.model.name != "tiny" else [])
@@ -72,8 +74,8 @@ def build_markdown(params, stats: dict, train: dict, evaluation: dict, samples: 
         "## Params", "", *params_table(params), "",
         "## Training", "",
         f"Loss {train['train_loss_first']} → {train['train_loss_final']} over {train['steps']} steps "
-        f"({train['tokens_seen']:,} tokens in {train['train_seconds']} s: {train['tokens_per_second']:,.0f} tokens/s "
-        f"on {train['device']}, peak {memory}).", "",
+        f"({train['tokens_seen']:,} tokens in {train_perf['train_seconds']} s: "
+        f"{train_perf['tokens_per_second']:,.0f} tokens/s on {train_perf['device']}, peak {memory}).", "",
         "![loss](figures/loss.png)", "", "![throughput and memory](figures/throughput_memory.png)", "",
         "## Base vs tuned", "",
         f"Held-out rows; generations greedy on {evaluation['samples']} questions.", "",
@@ -86,14 +88,15 @@ def build_markdown(params, stats: dict, train: dict, evaluation: dict, samples: 
 def main() -> None:
     params = config.load()
     stats = files.read_json(REPORTS / "prepare/stats.json")
-    train = files.read_json(REPORTS / "train/metrics.json")
-    evaluation = files.read_json(REPORTS / "eval/metrics.json")
+    train, train_perf = (files.read_json(REPORTS / f"train/{name}.json") for name in ("metrics", "perf"))
+    evaluation, eval_perf = (files.read_json(REPORTS / f"eval/{name}.json") for name in ("metrics", "perf"))
     steps = files.read_csv(REPORTS / "train/steps.csv")
     plots.loss_curve(steps, files.read_csv(REPORTS / "train/eval_loss.csv"), FIGURES / "loss.png")
-    plots.throughput_memory(steps, train, evaluation, FIGURES / "throughput_memory.png")
+    plots.throughput_memory(steps, train["backend"], train_perf, eval_perf, FIGURES / "throughput_memory.png")
     plots.before_after(evaluation, FIGURES / "before_after.png")
     samples = files.read_jsonl(REPORTS / "eval/samples.jsonl")
-    files.write_text(REPORTS / "report.md", build_markdown(params, stats, train, evaluation, samples))
+    markdown = build_markdown(params, stats, train, train_perf, {**evaluation, **eval_perf}, samples)
+    files.write_text(REPORTS / "report.md", markdown)
     print(f"report: wrote {REPORTS / 'report.md'} and 3 figures in {FIGURES}")
 
 

@@ -52,7 +52,7 @@ def load_records(source: str, config: str | None = None, revision: str | None = 
     if source.startswith(HUB_PREFIX):
         return read_hub(source[len(HUB_PREFIX):], config, revision, split)
     path = Path(source)
-    if path.suffix.lower() not in LOCAL_SUFFIXES:
+    if "://" in source or path.suffix.lower() not in LOCAL_SUFFIXES:
         raise SourceError(f"data.source {source!r}: unknown scheme; use `sample`, `hf:<dataset id>` or a "
                           f"local file ending in {', '.join(LOCAL_SUFFIXES)}")
     if config is not None:

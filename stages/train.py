@@ -5,8 +5,10 @@
 
 Reads   params.yaml (seed, lora.*, train.*), data/prepared/{train,eval}.jsonl, models/base/
 Writes  models/adapter/              LoRA adapter (PEFT format, safetensors) + tokenizer
-        models/checkpoints/          trainer checkpoints every train.save_steps (persisted by DVC)
-        reports/train/metrics.json   loss first/final, steps, tokens seen, seconds, tokens/s, peak memory
+        models/checkpoints/          trainer checkpoints every train.save_steps (persisted by DVC); with
+                                     train.resume=auto a killed run continues from the newest complete one
+        reports/train/metrics.json   loss first/final, held-out loss, steps, tokens seen (identical on reruns)
+        reports/train/perf.json      seconds, tokens/s, peak memory (GPU allocated/reserved, or CPU max RSS)
         reports/train/steps.csv      per logged step: loss, learning rate, grad norm, tokens/s
         reports/train/eval_loss.csv  held-out loss every train.save_steps
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from stages import backends, config, files, trainer
+from stages import backends, checkpoints, config, files, trainer
 from stages.base_model import BaseModel
 
 PREPARED = Path("data/prepared")
@@ -24,6 +26,16 @@ BASE = Path("models/base")
 ADAPTER = Path("models/adapter")
 CHECKPOINTS = Path("models/checkpoints")
 REPORTS = Path("reports/train")
+
+
+def sort_target_modules(adapter_dir: Path) -> None:
+    """PEFT writes target_modules from a set, in an order that changes with Python's hash seed; sort it
+    so that reruns write byte-identical adapters."""
+    path = adapter_dir / "adapter_config.json"
+    adapter_config = files.read_json(path)
+    if isinstance(adapter_config.get("target_modules"), list):
+        adapter_config["target_modules"] = sorted(adapter_config["target_modules"])
+    files.write_json(path, adapter_config)
 
 
 def main() -> None:
@@ -37,23 +49,33 @@ def main() -> None:
     model = backend.add_lora(model, params.lora, params.seed, checkpointing)
 
     log = trainer.step_logger(model, tokenizer.pad_token_id)
+    run = checkpoints.fingerprint(params, PREPARED / "train.jsonl", BASE)
+    resume_from = checkpoints.find_resumable(CHECKPOINTS, run) if params.train.resume == "auto" else None
+    if resume_from:
+        log.restore(files.read_json(resume_from / checkpoints.MARKER))
+        print(f"train: resuming from {resume_from}")
+    else:
+        checkpoints.clear(CHECKPOINTS)
     sft = trainer.build(model, tokenizer, files.read_jsonl(PREPARED / "train.jsonl"),
                         files.read_jsonl(PREPARED / "eval.jsonl"), params.train, params.seed, str(CHECKPOINTS),
-                        [log], backend_checkpoints=params.train.backend == "hf")
+                        [log, checkpoints.marker_writer(run, log)], backend_checkpoints=params.train.backend == "hf")
     started = time.perf_counter()
-    sft.train()
-    seconds = time.perf_counter() - started
+    sft.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    seconds = time.perf_counter() - started + log.offset
 
     with files.replaced_dir(ADAPTER) as work_dir:
         sft.model.save_pretrained(work_dir, safe_serialization=True)
+        sort_target_modules(work_dir)
         tokenizer.save_pretrained(work_dir)
     files.write_csv(REPORTS / "steps.csv", log.rows)
     files.write_csv(REPORTS / "eval_loss.csv", log.evals)
-    metrics = {"backend": params.train.backend, "weights": base.init, **trainer.summarize(log, seconds),
-               "gradient_checkpointing": checkpointing, **trainer.peak_memory()}
+    metrics = {"backend": params.train.backend, "weights": base.init, **trainer.summarize(log),
+               "gradient_checkpointing": checkpointing}
+    perf = {**trainer.speed(log, seconds), **trainer.peak_memory()}
     files.write_json(REPORTS / "metrics.json", metrics)
+    files.write_json(REPORTS / "perf.json", perf)
     print(f"train: loss {metrics['train_loss_first']} -> {metrics['train_loss_final']} in {metrics['steps']} steps, "
-          f"{metrics['tokens_per_second']} tokens/s")
+          f"{perf['tokens_per_second']} tokens/s")
 
 
 if __name__ == "__main__":

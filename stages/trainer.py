@@ -76,15 +76,26 @@ def step_logger(model, pad_token_id: int):
         def __init__(self):
             self.rows, self.evals = [], []
             self.started = self.last_time = None
-            self.last_tokens, self.tokens = 0, 0
+            self.last_tokens, self.tokens, self.offset = 0, 0, 0.0
             model.get_input_embeddings().register_forward_hook(self.count_tokens)
 
         def count_tokens(self, module, args, output):
             if module.training:  # a device tensor: no host sync per forward
                 self.tokens = self.tokens + (args[0] != pad_token_id).sum()
 
+        def state(self) -> dict:
+            """What a resumed run needs to continue this log (saved with each checkpoint)."""
+            return {"rows": self.rows, "evals": self.evals, "tokens": int(self.tokens),
+                    "seconds": round(time.perf_counter() - self.started, 4)}
+
+        def restore(self, saved: dict) -> None:
+            self.rows, self.evals = saved["rows"], saved["evals"]
+            self.tokens = self.last_tokens = saved["tokens"]
+            self.offset = saved["seconds"]
+
         def on_train_begin(self, args, state, control, **kwargs):
-            self.started = self.last_time = time.perf_counter()
+            self.last_time = time.perf_counter()
+            self.started = self.last_time - self.offset
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
@@ -115,12 +126,17 @@ def peak_memory() -> dict:
     return {"device": "cpu", "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
 
 
-def summarize(log, train_seconds: float) -> dict:
-    """The run's headline numbers from the step log."""
+def summarize(log) -> dict:
+    """The run's headline numbers from the step log: the same on every rerun with the same params."""
     rows = log.rows
-    tokens = rows[-1]["tokens_seen"] if rows else 0
     return {"steps": rows[-1]["step"] if rows else 0, "train_loss_first": rows[0]["loss"] if rows else None,
             "train_loss_final": rows[-1]["loss"] if rows else None,
             "eval_loss_final": log.evals[-1]["eval_loss"] if log.evals else None,
-            "tokens_seen": tokens, "train_seconds": round(train_seconds, 2),
+            "tokens_seen": rows[-1]["tokens_seen"] if rows else 0}
+
+
+def speed(log, train_seconds: float) -> dict:
+    """Wall time and throughput of the run (these vary between reruns; metrics.json keeps only what does not)."""
+    tokens = log.rows[-1]["tokens_seen"] if log.rows else 0
+    return {"train_seconds": round(train_seconds, 2),
             "tokens_per_second": round(tokens / train_seconds, 1) if train_seconds else 0.0}

@@ -23,7 +23,7 @@ class Workdir:
 
     def __init__(self, path: Path):
         self.path = path
-        (path / "data").mkdir()
+        (path / "data").mkdir(parents=True)
         (path / "data" / "sample").symlink_to(REPO / "data" / "sample")
 
     def params(self, overrides: dict | None = None) -> None:

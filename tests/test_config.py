@@ -92,10 +92,3 @@ def test_yaml_scientific_notation_reads_as_float(tmp_path):
 def test_overrides_apply_dotted_keys():
     params = config.load(REPO / "params.yaml", {"lora.r": 8, "train.backend": "hf"})
     assert (params.lora.r, params.train.backend) == (8, "hf")
-
-
-def test_mistyped_key_fails_the_stage_with_one_line(workdir):
-    workdir.params({"train.max_stepz": 3})
-    result = workdir.run("prepare", check=False)
-    assert result.returncode == 2
-    assert result.stderr.strip() == "error: train.max_stepz: unknown key; did you mean train.max_steps?"

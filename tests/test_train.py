@@ -26,7 +26,8 @@ def test_one_step_training_per_backend_writes_a_peft_adapter(workdir, backend):
     assert any(w.abs().sum() > 0 for name, w in weights.items() if "lora_B" in name)
     metrics = json.loads((workdir / "reports/train/metrics.json").read_text())
     assert metrics["backend"] == backend and metrics["steps"] == 2 and metrics["tokens_seen"] > 0
-    assert metrics["peak_rss_gib"] > 0 and metrics["tokens_per_second"] > 0
+    perf = json.loads((workdir / "reports/train/perf.json").read_text())
+    assert perf["peak_rss_gib"] > 0 and perf["tokens_per_second"] > 0 and perf["device"] == "cpu"
     steps = (workdir / "reports/train/steps.csv").read_text().splitlines()
     assert steps[0] == "step,loss,learning_rate,grad_norm,tokens_per_second,tokens_seen,seconds" and len(steps) == 3
     assert (workdir / "models/checkpoints/checkpoint-2").is_dir()

@@ -1,0 +1,66 @@
+"""Resuming training: which checkpoint in models/checkpoints/ may continue the current run.
+
+A checkpoint counts only when it is complete and was written for the same run. After the trainer has
+written `checkpoint-N/`, a callback adds `resume.json` (atomically) holding a fingerprint of what the run
+depends on (seed, lora.*, train.* except bookkeeping knobs, the prepared training rows, the base model's
+identity) and the step log so far. A directory without it (killed mid-save) or with another fingerprint
+is never loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from stages import files
+
+MARKER = "resume.json"
+BOOKKEEPING = ("resume", "logging_steps", "save_steps")
+"""train.* knobs that change how a run is recorded, not what it computes."""
+
+
+def fingerprint(params, train_rows_file: Path, base_dir: Path) -> str:
+    train = {k: v for k, v in asdict(params.train).items() if k not in BOOKKEEPING}
+    digest = hashlib.sha256(json.dumps({"seed": params.seed, "lora": asdict(params.lora), "train": train},
+                                       sort_keys=True).encode())
+    digest.update(Path(train_rows_file).read_bytes())
+    for name in ("base.json", "config.json"):
+        if (base_dir / name).is_file():
+            digest.update((base_dir / name).read_bytes())
+    return digest.hexdigest()
+
+
+def step_of(path: Path) -> int:
+    return int(path.name.rsplit("-", 1)[-1])
+
+
+def find_resumable(directory: Path, run_fingerprint: str) -> Path | None:
+    """The newest complete checkpoint of this run, if any."""
+    candidates = sorted((p for p in directory.glob("checkpoint-*") if p.name.rsplit("-", 1)[-1].isdigit()),
+                        key=step_of, reverse=True)
+    for path in candidates:
+        marker = path / MARKER
+        if marker.is_file() and files.read_json(marker).get("fingerprint") == run_fingerprint:
+            return path
+    return None
+
+
+def clear(directory: Path) -> None:
+    """Drop checkpoints of other runs (other params or data) before a fresh start."""
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def marker_writer(run_fingerprint: str, log):
+    """A TrainerCallback writing resume.json into each checkpoint once the trainer has saved it."""
+    from transformers import TrainerCallback
+
+    class MarkComplete(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            files.write_json(path / MARKER, {"fingerprint": run_fingerprint, "step": state.global_step,
+                                             **log.state()})
+
+    return MarkComplete()

@@ -1,0 +1,63 @@
+"""Kill training with SIGKILL, run it again: it resumes and ends exactly where an uninterrupted run ends."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from tests.conftest import REPO, Workdir, small
+
+RUN = {"train.max_steps": 6, "train.save_steps": 2, "data.max_rows": 40, "train.learning_rate": 5e-3}
+
+
+def start_train(workdir):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=workdir.path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def deterministic(metrics: dict) -> dict:
+    return {k: metrics[k] for k in ("steps", "train_loss_first", "train_loss_final", "eval_loss_final",
+                                    "tokens_seen")}
+
+
+def test_killed_run_resumes_to_identical_weights_and_metrics(tmp_path):
+    whole, killed = Workdir(tmp_path / "a"), Workdir(tmp_path / "b")
+    for workdir in (whole, killed):
+        workdir.params(small(RUN))
+        workdir.run("prepare")
+    whole.run("train")
+
+    process = start_train(killed)
+    marker = killed / "models/checkpoints/checkpoint-4/resume.json"
+    deadline = time.time() + 300
+    while not marker.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), process.stderr.read()[-3000:]
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "models/adapter").exists()
+    # A checkpoint directory killed mid-save has no marker and must be ignored.
+    shutil.copytree(killed / "models/checkpoints/checkpoint-4", killed / "models/checkpoints/checkpoint-5")
+    (killed / "models/checkpoints/checkpoint-5/resume.json").unlink()
+
+    resumed = killed.run("train")
+    assert "resuming from models/checkpoints/checkpoint-4" in resumed.stdout + resumed.stderr
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        assert (killed / f"models/adapter/{name}").read_bytes() == (whole / f"models/adapter/{name}").read_bytes()
+    read = lambda w: json.loads((w / "reports/train/metrics.json").read_text())  # noqa: E731
+    assert deterministic(read(killed)) == deterministic(read(whole))
+    assert (killed / "reports/train/eval_loss.csv").read_text() == (whole / "reports/train/eval_loss.csv").read_text()
+
+
+def test_changed_params_start_fresh(workdir):
+    workdir.params(small(RUN))
+    workdir.run("prepare")
+    workdir.run("train")
+    workdir.params(small({**RUN, "lora.r": 8}))
+    rerun = workdir.run("train")
+    assert "resuming" not in rerun.stdout + rerun.stderr
+    assert json.loads((workdir / "models/adapter/adapter_config.json").read_text())["r"] == 8
