@@ -129,6 +129,20 @@ class TrainConfig:
 
 
 @dataclass
+class McqConfig:
+    source: str | None = None
+    """Multiple-choice rows to score (MedQA/MedMCQA/PubMedQA shapes): a local file or `hf:<id>`; null = off."""
+    config: str | None = None
+    """Hub config of an `hf:` MCQ source."""
+    split: str = "test"
+    """Hub split of an `hf:` MCQ source."""
+    max_rows: int | None = None
+    """Score at most this many questions; null scores all."""
+    max_new_tokens: int = 512
+    """Thinking budget per question (reasoning + the chosen letter)."""
+
+
+@dataclass
 class EvalConfig:
     num_samples: int = 24
     """Held-out questions to generate answers for (at most data.eval_rows are available)."""
@@ -136,6 +150,8 @@ class EvalConfig:
     """Generation budget per question (reasoning + answer)."""
     batch_size: int = 8
     """Prompts per generate() call (left-padded) and rows per loss batch."""
+    mcq: McqConfig = field(default_factory=McqConfig)
+    """Medical multiple-choice accuracy of base and tuned (off unless eval.mcq.source is set)."""
 
 
 @dataclass

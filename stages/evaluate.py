@@ -2,10 +2,12 @@
 
     python -m stages.evaluate
 
-Reads   params.yaml (eval.*, train.backend, train.load_in_4bit, train.max_seq_length),
-        data/prepared/eval.jsonl, models/base/, models/adapter/
+Reads   params.yaml (eval.*, data.on_bad_row, train.backend, train.load_in_4bit, train.max_seq_length),
+        data/prepared/eval.jsonl, models/base/, models/adapter/, and eval.mcq.source when set
 Writes  reports/eval/metrics.json   flat keys base.* and tuned.*: eval_loss and perplexity (full text),
-                                    response_loss, format_compliance, stop_rate, rouge_l, mean_generated_tokens
+                                    response_loss, format_compliance, stop_rate, rouge_l, mean_generated_tokens;
+                                    with eval.mcq.source: mcq_accuracy (overall and per source shape),
+                                    mcq_no_letter, mcq_thinking_tokens
         reports/eval/perf.json      base/tuned generation_tokens_per_second, peak memory
         reports/eval/samples.jsonl  question, reference, base output, tuned output
         reports/eval/before_after.csv  format compliance, stop rate, ROUGE-L in long form for `dvc plots`
@@ -17,8 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 from statistics import mean
 
-from stages import backends, config, files, inference, metrics, prompts, trainer
+from stages import backends, config, dataset, files, inference, metrics, prompts, sources, trainer
 from stages.base_model import BaseModel
+from stages.tasks import mcq
 
 EVAL_ROWS = Path("data/prepared/eval.jsonl")
 BASE = Path("models/base")
@@ -47,19 +50,39 @@ def score(model, tokenizer, rows: list[dict], params) -> tuple[dict, float, list
     }, round(sum(out.new_tokens) / out.seconds, 1), out.texts
 
 
+def load_mcq(params) -> list[mcq.Item]:
+    cfg = params.eval.mcq
+    records = sources.load_records(cfg.source, cfg.config, None, cfg.split)
+    rows, _ = dataset.clean(records, mcq.validate, params.data.on_bad_row, cfg.max_rows)
+    return [mcq.Item(**row) for row in rows]
+
+
+def score_mcq(model, tokenizer, items: list[mcq.Item], params) -> dict:
+    out = inference.generate(model, tokenizer, [mcq.prompt(item) for item in items],
+                             params.eval.mcq.max_new_tokens, params.eval.batch_size)
+    thinking = [len(tokenizer(prompts.split_generation(t).thinking, add_special_tokens=False)["input_ids"])
+                for t in out.texts]
+    return mcq.score(items, out.texts, thinking)
+
+
 def main() -> None:
     params = config.load()
     backend = backends.get(params.train.backend)
     trainer.seed_everything(params.seed)
     rows = files.read_jsonl(EVAL_ROWS)
+    items = load_mcq(params) if params.eval.mcq.source else []
     base = BaseModel.read(BASE)
     model, tokenizer = backend.load(base, params.train)
     model = backend.for_inference(model)
     base_scores, base_speed, base_texts = score(model, tokenizer, rows, params)
+    if items:
+        base_scores |= score_mcq(model, tokenizer, items, params)
     from peft import PeftModel  # after the backend: Unsloth must patch transformers first
 
     model = backend.for_inference(PeftModel.from_pretrained(model, ADAPTER))
     tuned_scores, tuned_speed, tuned_texts = score(model, tokenizer, rows, params)
+    if items:
+        tuned_scores |= score_mcq(model, tokenizer, items, params)
 
     flat = {f"{name}.{key}": value for name, scores in (("base", base_scores), ("tuned", tuned_scores))
             for key, value in scores.items()}
@@ -67,9 +90,10 @@ def main() -> None:
     files.write_json(REPORTS / "perf.json", {"base.generation_tokens_per_second": base_speed,
                                              "tuned.generation_tokens_per_second": tuned_speed,
                                              **trainer.peak_memory()})
+    shown = metrics.RATES + (("mcq_accuracy",) if items else ())
     files.write_csv(REPORTS / "before_after.csv", [
-        {"metric": key, "model": name, "value": value}
-        for key in metrics.RATES for name, value in (("base", base_scores[key]), ("tuned", tuned_scores[key]))])
+        {"metric": key, "model": name, "value": scores[key]}
+        for key in shown for name, scores in (("base", base_scores), ("tuned", tuned_scores))])
     files.write_jsonl(REPORTS / "samples.jsonl", [
         {"question": r["question"], "reference": r["answer"], "base": b, "tuned": t}
         for r, b, t in zip(rows, base_texts, tuned_texts)])

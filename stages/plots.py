@@ -81,7 +81,8 @@ def before_after(metrics: dict, path: Path) -> None:
     """Base vs tuned as grouped bars: generation rates (0-1) and held-out losses."""
     plt = _pyplot()
     fig, (rates, losses) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for ax, names, ylabel in ((rates, RATES, "share of generations / F1 (0-1)"),
+    shown_rates = RATES + (("mcq_accuracy",) if "base.mcq_accuracy" in metrics else ())
+    for ax, names, ylabel in ((rates, shown_rates, "share of generations / accuracy / F1 (0-1)"),
                               (losses, LOSSES, "loss (nats per token)")):
         xs = range(len(names))
         for offset, model, color in ((-0.2, "base", BASE_COLOR), (0.2, "tuned", TUNED_COLOR)):

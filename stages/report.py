@@ -43,7 +43,8 @@ def params_table(params) -> list[str]:
 
 def metrics_table(evaluation: dict) -> list[str]:
     lines = ["| metric | base | tuned | change |", "| --- | ---: | ---: | ---: |"]
-    for name in SHOWN_METRICS:
+    mcq = sorted(k[len("base."):] for k in evaluation if k.startswith("base.mcq_"))
+    for name in (*SHOWN_METRICS, *mcq):
         base, tuned = evaluation[f"base.{name}"], evaluation[f"tuned.{name}"]
         lines.append(f"| {name.replace('_', ' ')} | {base:,.4g} | {tuned:,.4g} | {tuned - base:+,.4g} |")
     return lines

@@ -1,9 +1,11 @@
-"""Write the bundled medical chain-of-thought sample: data/sample/medical_cot.jsonl.
+"""Write the bundled samples: data/sample/medical_cot.jsonl and data/sample/mcq.jsonl.
 
     python data/sample/generate.py            # rewrites the file; same seed -> same bytes
 
 Every row is in the schema of FreedomIntelligence/medical-o1-reasoning-SFT (Question, Complex_CoT,
 Response): a clinical vignette, a multi-sentence reasoning in the first person, and a short answer.
+mcq.jsonl holds diagnosis questions with four options, alternating the MedQA shape (options dict +
+answer_idx) and the MedMCQA shape (opa..opd + 0-based cop), for the MCQ benchmark in evaluate.
 The text is ours, composed from the condition table below; it is teaching material for the offline
 default, not medical advice.
 """
@@ -14,7 +16,9 @@ from pathlib import Path
 
 SEED = 3407
 ROWS = 320
+MCQ_ROWS = 40
 OUT = Path(__file__).with_name("medical_cot.jsonl")
+MCQ_OUT = Path(__file__).with_name("mcq.jsonl")
 
 # name, typical patient, presenting complaint, key findings, discriminating clue, mechanism, first-line management
 CONDITIONS = [
@@ -187,13 +191,30 @@ def vignette(rng, cond, task):
     return {"Question": question, "Complex_CoT": " ".join(reasoning), "Response": answer}
 
 
-def main():
-    rng = random.Random(SEED)
-    rows = [vignette(rng, rng.choice(CONDITIONS), rng.choice(list(TASKS))) for _ in range(ROWS)]
-    with OUT.open("w", encoding="utf-8") as f:
+def mcq_row(rng, index):
+    condition, *distractors = rng.sample(CONDITIONS, 4)
+    question = vignette(rng, condition, "diagnosis")["Question"]
+    options = [condition[0], *(d[0] for d in distractors)]
+    rng.shuffle(options)
+    gold = options.index(condition[0])
+    if index % 2:
+        return {"question": question, **dict(zip(("opa", "opb", "opc", "opd"), options)), "cop": gold}
+    return {"question": question, "options": dict(zip("ABCD", options)), "answer_idx": "ABCD"[gold],
+            "answer": condition[0]}
+
+
+def write(path, rows):
+    with path.open("w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    print(f"wrote {len(rows)} rows to {OUT}")
+    print(f"wrote {len(rows)} rows to {path}")
+
+
+def main():
+    rng = random.Random(SEED)
+    write(OUT, [vignette(rng, rng.choice(CONDITIONS), rng.choice(list(TASKS))) for _ in range(ROWS)])
+    mcq_rng = random.Random(SEED + 1)
+    write(MCQ_OUT, [mcq_row(mcq_rng, i) for i in range(MCQ_ROWS)])
 
 
 if __name__ == "__main__":
