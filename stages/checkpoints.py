@@ -3,8 +3,8 @@
 A checkpoint counts only when it is complete and was written for the same run. After the trainer has
 written `checkpoint-N/`, a callback adds `resume.json` (atomically) holding a fingerprint of what the run
 depends on (seed, lora.*, train.* except bookkeeping knobs, the prepared training rows, the base model's
-identity) and the step log so far. A directory without it (killed mid-save) or with another fingerprint
-is never loaded.
+identity, the code under stages/) and the step log so far. A directory without it (killed mid-save), with
+another fingerprint, or at the run's last step (resuming there would train one step more) is never loaded.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ BOOKKEEPING = ("resume", "logging_steps", "save_steps")
 """train.* knobs that change how a run is recorded, not what it computes."""
 
 
+CODE = Path(__file__).parent
+
+
 def fingerprint(params, train_rows_file: Path, base_dir: Path) -> str:
     train = {k: v for k, v in asdict(params.train).items() if k not in BOOKKEEPING}
     digest = hashlib.sha256(json.dumps({"seed": params.seed, "lora": asdict(params.lora), "train": train},
@@ -30,6 +33,8 @@ def fingerprint(params, train_rows_file: Path, base_dir: Path) -> str:
     for name in ("base.json", "config.json"):
         if (base_dir / name).is_file():
             digest.update((base_dir / name).read_bytes())
+    for source in sorted(CODE.rglob("*.py")):  # new code starts a new run
+        digest.update(source.read_bytes())
     return digest.hexdigest()
 
 
@@ -37,9 +42,10 @@ def step_of(path: Path) -> int:
     return int(path.name.rsplit("-", 1)[-1])
 
 
-def find_resumable(directory: Path, run_fingerprint: str) -> Path | None:
-    """The newest complete checkpoint of this run, if any."""
-    candidates = sorted((p for p in directory.glob("checkpoint-*") if p.name.rsplit("-", 1)[-1].isdigit()),
+def find_resumable(directory: Path, run_fingerprint: str, max_steps: int) -> Path | None:
+    """The newest complete checkpoint of this run before its last step, if any."""
+    candidates = sorted((p for p in directory.glob("checkpoint-*")
+                         if p.name.rsplit("-", 1)[-1].isdigit() and step_of(p) < max_steps),
                         key=step_of, reverse=True)
     for path in candidates:
         marker = path / MARKER

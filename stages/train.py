@@ -50,7 +50,7 @@ def main() -> None:
 
     log = trainer.step_logger(model, tokenizer.pad_token_id)
     run = checkpoints.fingerprint(params, PREPARED / "train.jsonl", BASE)
-    resume_from = checkpoints.find_resumable(CHECKPOINTS, run) if params.train.resume == "auto" else None
+    resume_from = checkpoints.find_resumable(CHECKPOINTS, run, params.train.max_steps) if params.train.resume == "auto" else None
     if resume_from:
         log.restore(files.read_json(resume_from / checkpoints.MARKER))
         print(f"train: resuming from {resume_from}")

@@ -53,10 +53,14 @@ def test_killed_run_resumes_to_identical_weights_and_metrics(tmp_path):
     assert (killed / "reports/train/eval_loss.csv").read_text() == (whole / "reports/train/eval_loss.csv").read_text()
 
 
-def test_changed_params_start_fresh(workdir):
+def test_rerun_of_a_finished_run_and_changed_params(workdir):
     workdir.params(small(RUN))
     workdir.run("prepare")
     workdir.run("train")
+    first = (workdir / "models/adapter/adapter_model.safetensors").read_bytes()
+    workdir.run("train")  # a rerun never resumes from the finished last step (that would add a step)
+    assert json.loads((workdir / "reports/train/metrics.json").read_text())["steps"] == 6
+    assert (workdir / "models/adapter/adapter_model.safetensors").read_bytes() == first
     workdir.params(small({**RUN, "lora.r": 8}))
     rerun = workdir.run("train")
     assert "resuming" not in rerun.stdout + rerun.stderr
