@@ -41,6 +41,12 @@ class Workdir:
             raise AssertionError(f"stage {stage} failed ({result.returncode}):\n{result.stderr[-4000:]}")
         return result
 
+    def error_line(self, stage: str, env: dict | None = None) -> str:
+        """Run a stage that must fail as a user error: exit code 2, no traceback; return its last stderr line."""
+        result = self.run(stage, check=False, env=env)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        return result.stderr.strip().splitlines()[-1]
+
     def __truediv__(self, other: str) -> Path:
         return self.path / other
 

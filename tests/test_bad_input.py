@@ -94,16 +94,13 @@ def test_bad_input(workdir, case):
         path.write_bytes(case.data)
         params.setdefault("data.source", path.name)
     workdir.params(params)
-    result = workdir.run(case.stage, check=False, env=case.env)
-    assert "Traceback" not in result.stderr
     if case.message is None:
-        assert result.returncode == 0, result.stderr[-2000:]
+        workdir.run(case.stage, env=case.env)
         stats = json.loads((workdir / "reports/prepare/stats.json").read_text())
         assert stats["skipped_by_reason"] == case.skipped
         assert stats["rows_skipped"] == sum(case.skipped.values())
     else:
-        assert result.returncode == 2
-        last = result.stderr.strip().splitlines()[-1]
+        last = workdir.error_line(case.stage, env=case.env)
         assert last.startswith("error: ") and case.message in last, last
 
 

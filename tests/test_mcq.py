@@ -99,8 +99,6 @@ def test_mcq_gold_letter_not_among_options_fails_evaluate(workdir):
     (workdir / "bad_mcq.jsonl").write_text('{"question": "Q?", "options": {"A": "x", "B": "y"}, "answer_idx": "E"}\n')
     workdir.params(small({"eval.mcq.source": "bad_mcq.jsonl"}))
     workdir.run("prepare")
-    result = workdir.run("evaluate", check=False)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
+    assert workdir.error_line("evaluate") == (
         "error: bad_mcq.jsonl: row 1: gold answer 'E' is not among the options A, B "
         "(set data.on_bad_row=skip to skip and count such rows)")
