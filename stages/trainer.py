@@ -8,8 +8,6 @@ import time
 
 from stages import trl_cpu
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-
 
 def seed_everything(seed: int) -> None:
     """The one place python, numpy and torch (CPU and CUDA) are seeded."""
