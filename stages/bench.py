@@ -35,12 +35,9 @@ RESULTS = Path("reports/bench")
 COMPLETE = "complete"
 
 
-def bench_rows(bench, eos_token: str | None = None) -> list[dict]:
-    records = sources.load_records(bench.rows)
-    rows, _ = dataset.clean(records, medical_cot.validate, "skip")
-    if eos_token is None:
-        return rows
-    return [medical_cot.format_row(r, eos_token) for r in rows]
+def bench_rows(bench) -> list[dict]:
+    rows, _ = dataset.clean(sources.load_records(bench.rows), medical_cot.validate, "skip")
+    return rows
 
 
 def random_weights(bench, tokenizer, seed: int) -> Path:
@@ -135,7 +132,7 @@ def run(args) -> dict:
     plain = bench_rows(bench)
     tokenizer = tiny.train_tokenizer([prompts.training_text(r["question"], r["reasoning"], r["answer"], "")
                                       for r in plain], bench.tokenizer_vocab_size, bench.max_seq_length)
-    rows = bench_rows(bench, tokenizer.eos_token)
+    rows = [medical_cot.format_row(r, tokenizer.eos_token) for r in plain]
     lengths = np.minimum([len(ids) for ids in tokenizer([r["text"] for r in rows])["input_ids"]],
                          bench.max_seq_length)
     weights = str(random_weights(bench, tokenizer, params.seed))
