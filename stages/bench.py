@@ -140,13 +140,14 @@ def run(args) -> dict:
     backend = backends.get(args.backend)
     trainer.seed_everything(params.seed)
     model, _ = backend.load(BaseModel(weights, None, weights, init="random"), train)
-    checkpointing = trainer.use_gradient_checkpointing(train.gradient_checkpointing, cuda)
+    checkpointing, estimated_peak = trainer.decide_checkpointing(train, model, lengths.tolist())
     model = backend.add_lora(model, params.lora, params.seed, checkpointing)
     n_lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log = trainer.step_logger(model, tokenizer.pad_token_id)
     with tempfile.TemporaryDirectory() as scratch:
         sft = trainer.build(model, tokenizer, rows, None, train, params.seed, scratch,
-                            [log, step_marker(bench.warmup_steps)], backend_checkpoints=args.backend == "hf")
+                            [log, step_marker(bench.warmup_steps)],
+                            gradient_checkpointing=checkpointing and args.backend == "hf")
         sft.train()
     result = steady_state(log.rows, bench.warmup_steps)
     mean_context = float((lengths ** 2).sum() / lengths.sum())
@@ -172,7 +173,8 @@ def run(args) -> dict:
         "data": {"rows": bench.rows, "n_rows": len(rows), "tokens_per_row_mean": round(float(lengths.mean()), 1),
                  "tokens_per_row_p95": int(np.percentile(lengths, 95)),
                  "token_weighted_mean_length": round(mean_context, 1)},
-        "lora_parameters": n_lora, "flops_per_token": round(flops), **result,
+        "lora_parameters": n_lora, "flops_per_token": round(flops),
+        "estimated_peak_gib_without_recompute": estimated_peak, **result,
     }
 
 

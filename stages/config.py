@@ -27,12 +27,12 @@ class ConfigError(UserError):
 
 @dataclass
 class DataConfig:
-    task: Literal["medical_cot"] = "medical_cot"
-    """What the rows are: medical chain-of-thought (Question, Complex_CoT, Response)."""
+    task: Literal["medical_cot", "cmeee_ner"] = "medical_cot"
+    """What the rows are: medical chain-of-thought (Question, Complex_CoT, Response), or CMeEE-V2 entities."""
     source: str = "sample"
-    """`sample` (bundled), a local .json/.jsonl/.parquet/.csv path, or `hf:<dataset id>`."""
+    """`sample` (the task's bundled sample), a local .json/.jsonl/.parquet/.csv path, or `hf:<dataset id>`."""
     config: str | None = None
-    """Hub dataset config, e.g. en, zh, en_mix, zh_mix (hub sources only)."""
+    """Hub dataset config, e.g. en, zh, en_mix, zh_mix; for `sample`: en or zh (medical_cot)."""
     revision: str | None = None
     """Hub dataset revision (commit or tag) to pin (hub sources only)."""
     split: str = "train"

@@ -10,7 +10,7 @@ from typing import Callable
 
 from stages import UserError
 from stages.sources import Record
-from stages.tasks.medical_cot import BadRow
+from stages.tasks import BadRow
 
 
 class DataError(UserError):

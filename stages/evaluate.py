@@ -2,15 +2,18 @@
 
     python -m stages.evaluate
 
-Reads   params.yaml (eval.*, data.on_bad_row, train.backend, train.load_in_4bit, train.max_seq_length),
-        data/prepared/eval.jsonl, models/base/, models/adapter/, and eval.mcq.source when set
+Reads   params.yaml (data.task, eval.*, data.on_bad_row, train.backend, train.load_in_4bit,
+        train.max_seq_length), data/prepared/eval.jsonl, models/base/, models/adapter/, and eval.mcq.source when set
 Writes  reports/eval/metrics.json   flat keys base.* and tuned.*: eval_loss and perplexity (full text),
-                                    response_loss, format_compliance, stop_rate, rouge_l, mean_generated_tokens;
+                                    response_loss, format_compliance, stop_rate, mean_generated_tokens, and the
+                                    task's scores: rouge_l (medical_cot) or ner_precision/recall/f1, ner_f1.<type>,
+                                    ner_malformed_lines, ner_not_in_text (cmeee_ner);
                                     with eval.mcq.source: mcq_accuracy (overall and per source shape),
                                     mcq_no_letter, mcq_thinking_tokens
-        reports/eval/perf.json      base/tuned generation_tokens_per_second, peak memory
+        reports/eval/perf.json      base/tuned generation_tokens_per_second (and mcq_generation_tokens_per_second),
+                                    peak memory
         reports/eval/samples.jsonl  question, reference, base output, tuned output
-        reports/eval/before_after.csv  format compliance, stop rate, ROUGE-L in long form for `dvc plots`
+        reports/eval/before_after.csv  the 0-1 scores (metrics.RATES present) in long form for `dvc plots`
 Same prompts and greedy decoding for both; Unsloth's fast inference when train.backend is unsloth.
 """
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from statistics import mean
 
-from stages import backends, config, dataset, files, inference, metrics, prompts, sources, trainer
+from stages import backends, config, dataset, files, inference, metrics, prompts, sources, tasks, trainer
 from stages.base_model import BaseModel
 from stages.tasks import mcq
 
@@ -29,8 +32,8 @@ ADAPTER = Path("models/adapter")
 REPORTS = Path("reports/eval")
 
 
-def score(model, tokenizer, rows: list[dict], params) -> tuple[dict, float, list[str]]:
-    """Loss on every held-out row, then generations for the first eval.num_samples of them.
+def score(model, tokenizer, rows: list[dict], task, params) -> tuple[dict, float, list[str]]:
+    """Loss on every held-out row, then generations for the first eval.num_samples of them, scored by the task.
 
     Returns the scores, the generation speed (tokens/s) and the generated texts.
     """
@@ -45,28 +48,31 @@ def score(model, tokenizer, rows: list[dict], params) -> tuple[dict, float, list
         "response_loss": round(losses["response"], 5),
         "format_compliance": round(metrics.format_compliance(out.texts), 4),
         "stop_rate": round(metrics.stop_rate(out.stopped), 4),
-        "rouge_l": round(metrics.rouge_l(answers, [r["answer"] for r in sampled]), 4),
         "mean_generated_tokens": round(mean(out.new_tokens), 1),
+        **task.score(sampled, answers),
     }, round(sum(out.new_tokens) / out.seconds, 1), out.texts
 
 
 def load_mcq(params) -> list[mcq.Item]:
     cfg = params.eval.mcq
-    records = sources.load_records(cfg.source, cfg.config, None, cfg.split)
+    source, hub_config = sources.resolve_sample(cfg.source, cfg.config, mcq.SAMPLES, "eval.mcq.config")
+    records = sources.load_records(source, hub_config, None, cfg.split)
     rows, _ = dataset.clean(records, mcq.validate, params.data.on_bad_row, cfg.max_rows)
     return [mcq.Item(**row) for row in rows]
 
 
-def score_mcq(model, tokenizer, items: list[mcq.Item], params) -> dict:
+def score_mcq(model, tokenizer, items: list[mcq.Item], params) -> tuple[dict, float]:
+    """MCQ scores and the generation speed (tokens/s) over all questions."""
     out = inference.generate(model, tokenizer, [mcq.prompt(item) for item in items],
                              params.eval.mcq.max_new_tokens, params.eval.batch_size)
     thinking = [len(tokenizer(prompts.split_generation(t).thinking, add_special_tokens=False)["input_ids"])
                 for t in out.texts]
-    return mcq.score(items, out.texts, thinking)
+    return mcq.score(items, out.texts, thinking), round(sum(out.new_tokens) / out.seconds, 1)
 
 
 def main() -> None:
     params = config.load()
+    task = tasks.get(params.data.task)
     backend = backends.get(params.train.backend)
     trainer.seed_everything(params.seed)
     rows = files.read_jsonl(EVAL_ROWS)
@@ -74,23 +80,24 @@ def main() -> None:
     base = BaseModel.read(BASE)
     model, tokenizer = backend.load(base, params.train)
     model = backend.for_inference(model)
-    base_scores, base_speed, base_texts = score(model, tokenizer, rows, params)
+    speed = {}
+    base_scores, speed["base.generation_tokens_per_second"], base_texts = score(model, tokenizer, rows, task, params)
     if items:
-        base_scores |= score_mcq(model, tokenizer, items, params)
+        mcq_scores, speed["base.mcq_generation_tokens_per_second"] = score_mcq(model, tokenizer, items, params)
+        base_scores |= mcq_scores
     from peft import PeftModel  # after the backend: Unsloth must patch transformers first
 
     model = backend.for_inference(PeftModel.from_pretrained(model, ADAPTER))
-    tuned_scores, tuned_speed, tuned_texts = score(model, tokenizer, rows, params)
+    tuned_scores, speed["tuned.generation_tokens_per_second"], tuned_texts = score(model, tokenizer, rows, task, params)
     if items:
-        tuned_scores |= score_mcq(model, tokenizer, items, params)
+        mcq_scores, speed["tuned.mcq_generation_tokens_per_second"] = score_mcq(model, tokenizer, items, params)
+        tuned_scores |= mcq_scores
 
     flat = {f"{name}.{key}": value for name, scores in (("base", base_scores), ("tuned", tuned_scores))
             for key, value in scores.items()}
     files.write_json(REPORTS / "metrics.json", {**flat, "samples": len(base_texts), "weights": base.init})
-    files.write_json(REPORTS / "perf.json", {"base.generation_tokens_per_second": base_speed,
-                                             "tuned.generation_tokens_per_second": tuned_speed,
-                                             **trainer.peak_memory()})
-    shown = metrics.RATES + (("mcq_accuracy",) if items else ())
+    files.write_json(REPORTS / "perf.json", {**dict(sorted(speed.items())), **trainer.peak_memory()})
+    shown = [key for key in metrics.RATES if key in base_scores]
     files.write_csv(REPORTS / "before_after.csv", [
         {"metric": key, "model": name, "value": scores[key]}
         for key in shown for name, scores in (("base", base_scores), ("tuned", tuned_scores))])

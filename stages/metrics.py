@@ -8,8 +8,8 @@ from statistics import mean
 
 from stages.prompts import split_generation
 
-RATES = ("format_compliance", "stop_rate", "rouge_l")
-"""The 0-1 quality scores, drawn together as before/after bars."""
+RATES = ("format_compliance", "stop_rate", "rouge_l", "ner_f1", "mcq_accuracy")
+"""The 0-1 quality scores drawn together as before/after bars, where a run has them."""
 LOSSES = ("eval_loss", "response_loss")
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
@@ -50,3 +50,11 @@ def rouge_l(predictions: list[str], references: list[str]) -> float:
 
 def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < 50 else float("inf")
+
+
+def precision_recall_f1(true_positives: int, predicted: int, gold: int) -> tuple[float, float, float]:
+    """Micro precision, recall and F1 from counts; 0 where a denominator is 0."""
+    precision = true_positives / predicted if predicted else 0.0
+    recall = true_positives / gold if gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1

@@ -81,7 +81,7 @@ def before_after(metrics: dict, path: Path) -> None:
     """Base vs tuned as grouped bars: generation rates (0-1) and held-out losses."""
     plt = _pyplot()
     fig, (rates, losses) = plt.subplots(1, 2, figsize=(11, 4.5))
-    shown_rates = RATES + (("mcq_accuracy",) if "base.mcq_accuracy" in metrics else ())
+    shown_rates = [name for name in RATES if f"base.{name}" in metrics]
     for ax, names, ylabel in ((rates, shown_rates, "share of generations / accuracy / F1 (0-1)"),
                               (losses, LOSSES, "loss (nats per token)")):
         xs = range(len(names))
@@ -97,6 +97,25 @@ def before_after(metrics: dict, path: Path) -> None:
     rates.set_ylim(0, 1.1)
     rates.set_title("Generations (higher is better)")
     losses.set_title("Held-out loss (lower is better)")
+    _save(fig, path)
+
+
+def per_type_f1(metrics: dict, path: Path) -> None:
+    """Base vs tuned NER F1 per entity type (the metrics' ner_f1.<type> keys)."""
+    plt = _pyplot()
+    types = sorted(key[len("base.ner_f1."):] for key in metrics if key.startswith("base.ner_f1."))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for offset, model, color in ((-0.2, "base", BASE_COLOR), (0.2, "tuned", TUNED_COLOR)):
+        bars = ax.bar([x + offset for x in range(len(types))], [metrics[f"{model}.ner_f1.{t}"] for t in types],
+                      width=0.4, color=color, label=model)
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set_xticks(range(len(types)), types)
+    ax.set_ylim(0, 1.1)
+    ax.set_xlabel("entity type (CMeEE)")
+    ax.set_ylabel("strict F1 (0-1)")
+    ax.set_title("NER F1 per entity type (higher is better)")
+    ax.legend()
+    ax.grid(alpha=0.3, axis="y")
     _save(fig, path)
 
 

@@ -4,7 +4,8 @@
 
 Reads   params.yaml (seed, data.*, model.*, train.max_seq_length) and the source named by data.source
         (rows longer than train.max_seq_length are counted, and skipped when data.on_long_row is skip)
-Writes  data/prepared/train.jsonl, data/prepared/eval.jsonl   (question, reasoning, answer, prompt, completion, text)
+Writes  data/prepared/train.jsonl, data/prepared/eval.jsonl   (the task's fields + question, answer, prompt,
+                                                              completion, text)
         models/base/                                          (tiny: tokenizer + random Llama; else: tokenizer + base.json)
         reports/prepare/stats.json                            (rows read/kept/skipped by reason, duplicates, token lengths)
 The tiny tokenizer is trained here, on the training texts, so every text ends with the model's own EOS
@@ -17,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import UserError, base_model, config, dataset, files, prompts, sources
-from stages.tasks import medical_cot
+from stages import UserError, base_model, config, dataset, files, prompts, sources, tasks
 
 PREPARED = Path("data/prepared")
 BASE = Path("models/base")
@@ -47,17 +47,19 @@ def drop_long(rows: list[dict], lengths: list[int], max_seq_length: int) -> tupl
 def main() -> None:
     params = config.load()
     data = params.data
-    records = sources.load_records(data.source, data.config, data.revision, data.split)
-    rows, cleaned = dataset.clean(records, medical_cot.validate, data.on_bad_row, data.max_rows)
+    task = tasks.get(data.task)
+    source, hub_config = sources.resolve_sample(data.source, data.config, task.SAMPLES)
+    records = sources.load_records(source, hub_config, data.revision, data.split)
+    rows, cleaned = dataset.clean(records, task.validate, data.on_bad_row, data.max_rows)
     train_rows, eval_rows = dataset.split(rows, data.eval_rows, params.seed)
     max_len = params.train.max_seq_length
 
-    corpus = [prompts.training_text(r["question"], r["reasoning"], r["answer"], "") for r in train_rows]
+    corpus = [task.format_row(r, "")["text"] for r in train_rows]
     with files.replaced_dir(BASE) as work_dir:
         tokenizer = base_model.materialize(params.model, corpus, params.seed, max_len, work_dir, BASE)
     check_template_fits(tokenizer, max_len)
-    train_rows = [medical_cot.format_row(r, tokenizer.eos_token) for r in train_rows]
-    eval_rows = [medical_cot.format_row(r, tokenizer.eos_token) for r in eval_rows]
+    train_rows = [task.format_row(r, tokenizer.eos_token) for r in train_rows]
+    eval_rows = [task.format_row(r, tokenizer.eos_token) for r in eval_rows]
     train_lengths, eval_lengths = ([len(ids) for ids in tokenizer([r["text"] for r in rows])["input_ids"]]
                                    for rows in (train_rows, eval_rows))
     long_rows = sum(n > max_len for n in train_lengths + eval_lengths)
@@ -74,13 +76,13 @@ def main() -> None:
     files.write_jsonl(PREPARED / "train.jsonl", train_rows)
     files.write_jsonl(PREPARED / "eval.jsonl", eval_rows)
     files.write_json(STATS, {
-        "source": sources.describe(data.source), "rows_read": cleaned.rows_read, "rows_kept": cleaned.rows_kept,
+        "task": data.task, "source": source, "config": data.config, "rows_read": cleaned.rows_read, "rows_kept": cleaned.rows_kept,
         "rows_skipped": sum(cleaned.skipped.values()), "skipped_by_reason": dict(sorted(cleaned.skipped.items())),
         "duplicates": cleaned.duplicates, "train_rows": len(train_rows), "eval_rows": len(eval_rows),
         "eos_token": tokenizer.eos_token, "rows_longer_than_max_seq_length": long_rows,
         "on_long_row": data.on_long_row,
         "tokens": token_stats(lengths, max_len)})
-    print(f"prepare: {len(train_rows)} train / {len(eval_rows)} eval rows from {sources.describe(data.source)}; "
+    print(f"prepare: {len(train_rows)} train / {len(eval_rows)} eval rows from {source}; "
           f"skipped {sum(cleaned.skipped.values())}, duplicates {cleaned.duplicates}")
 
 

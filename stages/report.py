@@ -6,6 +6,7 @@ Reads   params.yaml (model.name, data.source, data.config, train.*, lora.*) for 
         reports/prepare/stats.json, reports/train/{metrics.json,perf.json,steps.csv,eval_loss.csv},
         reports/eval/{metrics.json,perf.json,samples.jsonl}
 Writes  reports/figures/loss.png, reports/figures/throughput_memory.png, reports/figures/before_after.png,
+        reports/figures/ner_f1_by_type.png (cmeee_ner only),
         reports/report.md (params, base-vs-tuned table, the figures, three sample generations side by side)
 """
 
@@ -20,7 +21,9 @@ REPORTS = Path("reports")
 FIGURES = REPORTS / "figures"
 SAMPLES_SHOWN = 3
 SHOWN_METRICS = (*LOSSES, "perplexity", *RATES, "mean_generated_tokens", "generation_tokens_per_second")
-"""Rows of the base-vs-tuned table (generation speed comes from reports/eval/perf.json)."""
+"""Rows of the base-vs-tuned table where present (generation speed comes from reports/eval/perf.json), followed
+by the detail keys of MCQ and NER (per source, per entity type)."""
+DETAIL_PREFIXES = ("base.mcq_", "base.ner_")
 
 
 def cell(text: str, limit: int = 700) -> str:
@@ -30,7 +33,8 @@ def cell(text: str, limit: int = 700) -> str:
 
 def params_table(params) -> list[str]:
     train, lora, data = params.train, params.lora, params.data
-    rows = [("model", params.model.name), ("data", f"{data.source}" + (f" ({data.config})" if data.config else "")),
+    rows = [("model", params.model.name), ("task", data.task),
+            ("data", f"{data.source}" + (f" ({data.config})" if data.config else "")),
             ("backend", train.backend), ("4-bit", train.load_in_4bit),
             ("LoRA", f"r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, rsLoRA={lora.use_rslora}"),
             ("targets", ", ".join(lora.target_modules)),
@@ -43,8 +47,9 @@ def params_table(params) -> list[str]:
 
 def metrics_table(evaluation: dict) -> list[str]:
     lines = ["| metric | base | tuned | change |", "| --- | ---: | ---: | ---: |"]
-    mcq = sorted(k[len("base."):] for k in evaluation if k.startswith("base.mcq_"))
-    for name in (*SHOWN_METRICS, *mcq):
+    shown = [name for name in SHOWN_METRICS if f"base.{name}" in evaluation]
+    details = sorted(k[len("base."):] for k in evaluation if k.startswith(DETAIL_PREFIXES))
+    for name in dict.fromkeys(shown + details):
         base, tuned = evaluation[f"base.{name}"], evaluation[f"tuned.{name}"]
         lines.append(f"| {name.replace('_', ' ')} | {base:,.4g} | {tuned:,.4g} | {tuned - base:+,.4g} |")
     return lines
@@ -81,6 +86,7 @@ def build_markdown(params, stats: dict, train: dict, train_perf: dict, evaluatio
         "## Base vs tuned", "",
         f"Held-out rows; generations greedy on {evaluation['samples']} questions.", "",
         *metrics_table(evaluation), "", "![before and after](figures/before_after.png)", "",
+        *(["![NER F1 per entity type](figures/ner_f1_by_type.png)", ""] if "base.ner_f1" in evaluation else []),
         "## Sample generations", "", *samples_section(samples),
     ]
     return "\n".join(lines)
@@ -95,10 +101,12 @@ def main() -> None:
     plots.loss_curve(steps, files.read_csv(REPORTS / "train/eval_loss.csv"), FIGURES / "loss.png")
     plots.throughput_memory(steps, train["backend"], train_perf, eval_perf, FIGURES / "throughput_memory.png")
     plots.before_after(evaluation, FIGURES / "before_after.png")
+    if "base.ner_f1" in evaluation:
+        plots.per_type_f1(evaluation, FIGURES / "ner_f1_by_type.png")
     samples = files.read_jsonl(REPORTS / "eval/samples.jsonl")
     markdown = build_markdown(params, stats, train, train_perf, {**evaluation, **eval_perf}, samples)
     files.write_text(REPORTS / "report.md", markdown)
-    print(f"report: wrote {REPORTS / 'report.md'} and 3 figures in {FIGURES}")
+    print(f"report: wrote {REPORTS / 'report.md'} and figures in {FIGURES}")
 
 
 if __name__ == "__main__":

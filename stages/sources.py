@@ -1,4 +1,4 @@
-"""Rows from a data source: the bundled sample, a local .json/.jsonl/.parquet/.csv file, or the hub.
+"""Rows from a data source: a task's bundled sample, a local .json/.jsonl/.parquet/.csv file, or the hub.
 
 Every loader returns `Record`s that remember where they came from (file and 1-based row number), so a
 bad row can be reported precisely. A row that cannot even be parsed (a JSONL line that is not JSON,
@@ -17,7 +17,6 @@ from typing import Any
 
 from stages import UserError
 
-SAMPLE = Path("data/sample/medical_cot.jsonl")
 HUB_PREFIX = "hf:"
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")
 LOCAL_HINT = "point data.source at a local .json/.jsonl/.parquet/.csv file (e.g. -S data.source=path/to/rows.jsonl)"
@@ -39,16 +38,20 @@ class Record:
     """Why the row could not be parsed, if it could not."""
 
 
-def describe(source: str) -> str:
-    """The source as a person reads it in messages and stats."""
-    return str(SAMPLE) if source == "sample" else source
+def resolve_sample(source: str, config: str | None, samples: dict, param: str = "data.config"
+                   ) -> tuple[str, str | None]:
+    """`sample` -> (the task's bundled file for `config`, no config); any other source is returned unchanged."""
+    if source != "sample":
+        return source, config
+    if config not in samples:
+        choices = ", ".join(str(c) for c in samples if c is not None) or "none (leave the config null)"
+        raise SourceError(f"{param} {config!r}: the bundled sample has no such config; choose {choices}")
+    return str(samples[config]), None
 
 
 def load_records(source: str, config: str | None = None, revision: str | None = None,
                  split: str = "train") -> list[Record]:
     """All rows of `source` in order; see the module docstring for the schemes."""
-    if source == "sample":
-        return read_local(SAMPLE)
     if source.startswith(HUB_PREFIX):
         return read_hub(source[len(HUB_PREFIX):], config, revision, split)
     path = Path(source)

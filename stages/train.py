@@ -44,8 +44,10 @@ def main() -> None:
     trainer.seed_everything(params.seed)
     base = BaseModel.read(BASE)
     model, tokenizer = backend.load(base, params.train)
-    cuda = backends.cuda_available()
-    checkpointing = trainer.use_gradient_checkpointing(params.train.gradient_checkpointing, cuda)
+    train_rows = files.read_jsonl(PREPARED / "train.jsonl")
+    lengths = [min(len(ids), params.train.max_seq_length)
+               for ids in tokenizer([r["text"] for r in train_rows])["input_ids"]]
+    checkpointing, estimated_peak = trainer.decide_checkpointing(params.train, model, lengths)
     model = backend.add_lora(model, params.lora, params.seed, checkpointing)
 
     log = trainer.step_logger(model, tokenizer.pad_token_id)
@@ -56,9 +58,9 @@ def main() -> None:
         print(f"train: resuming from {resume_from}")
     else:
         checkpoints.clear(CHECKPOINTS)
-    sft = trainer.build(model, tokenizer, files.read_jsonl(PREPARED / "train.jsonl"),
-                        files.read_jsonl(PREPARED / "eval.jsonl"), params.train, params.seed, str(CHECKPOINTS),
-                        [log, checkpoints.marker_writer(run, log)], backend_checkpoints=params.train.backend == "hf")
+    sft = trainer.build(model, tokenizer, train_rows, files.read_jsonl(PREPARED / "eval.jsonl"), params.train,
+                        params.seed, str(CHECKPOINTS), [log, checkpoints.marker_writer(run, log)],
+                        gradient_checkpointing=checkpointing and params.train.backend == "hf")
     started = time.perf_counter()
     sft.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - started + log.offset
@@ -72,6 +74,8 @@ def main() -> None:
     metrics = {"backend": params.train.backend, "weights": base.init, **trainer.summarize(log),
                "gradient_checkpointing": checkpointing}
     perf = {**trainer.speed(log, seconds), **trainer.peak_memory()}
+    if estimated_peak is not None:
+        perf["estimated_peak_gib_without_recompute"] = estimated_peak
     files.write_json(REPORTS / "metrics.json", metrics)
     files.write_json(REPORTS / "perf.json", perf)
     print(f"train: loss {metrics['train_loss_first']} -> {metrics['train_loss_final']} in {metrics['steps']} steps, "

@@ -6,7 +6,7 @@ import random
 import resource
 import time
 
-from stages import trl_cpu
+from stages import memory, trl_cpu
 
 
 def seed_everything(seed: int) -> None:
@@ -26,13 +26,24 @@ def resolve_optim(optim: str, cuda: bool) -> str:
     return "adamw_8bit" if cuda else "adamw_torch"
 
 
-def use_gradient_checkpointing(setting: str, cuda: bool) -> bool:
-    """`auto`: recompute activations on a GPU (8B activations are large), not on the CPU default."""
-    return {"on": True, "off": False}.get(setting, cuda)
+def decide_checkpointing(train, model, lengths: list[int]) -> tuple[bool, float | None]:
+    """train.gradient_checkpointing resolved for this model on this device, and the estimated peak (GiB) of the
+    largest micro-batch of these rows without recomputation (None on the CPU). See stages/memory.py."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return memory.choose_checkpointing(train.gradient_checkpointing, None, None), None
+    batch = train.per_device_train_batch_size
+    tokens = (batch * train.max_seq_length if train.packing
+              else memory.worst_batch_tokens(lengths, batch, padding_free=train.backend == "unsloth"))
+    loaded = torch.cuda.memory_allocated() / 2**30
+    estimate = memory.estimated_peak_gib(model.config, train.backend, tokens, loaded)
+    gpu = torch.cuda.get_device_properties(0).total_memory / 2**30
+    return memory.choose_checkpointing(train.gradient_checkpointing, estimate, gpu), round(estimate, 2)
 
 
 def build(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | None, train, seed: int,
-          output_dir: str, callbacks: list, backend_checkpoints: bool):
+          output_dir: str, callbacks: list, gradient_checkpointing: bool):
     """An SFTTrainer on the rows' `text` (prompt + reasoning + answer + EOS); held-out loss every save_steps."""
     import torch
     from datasets import Dataset
@@ -52,9 +63,8 @@ def build(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | None
         save_steps=train.save_steps, save_total_limit=2, eval_strategy="steps" if eval_rows else "no", eval_steps=train.save_steps,
         bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
         max_length=train.max_seq_length, packing=train.packing, dataset_text_field="text",
-        # Unsloth sets up its own (offloaded) checkpointing in get_peft_model; hf turns it on in add_lora.
-        gradient_checkpointing=False if not backend_checkpoints else use_gradient_checkpointing(
-            train.gradient_checkpointing, cuda),
+        # Unsloth sets up its own (offloaded) checkpointing in get_peft_model, so it passes False here.
+        gradient_checkpointing=gradient_checkpointing,
         dataloader_num_workers=0,
     )
     to_dataset = lambda rows: Dataset.from_list([{"text": r["text"]} for r in rows])  # noqa: E731

@@ -13,6 +13,18 @@ from tests.conftest import small
 
 GOOD = [{"Question": f"Question {i}?", "Complex_CoT": f"Reasoning {i}.", "Response": f"Answer {i}."}
         for i in range(30)]
+NER = {"data.task": "cmeee_ner"}
+GOOD_NER = [{"text": f"患者{i}岁，诊断为急性阑尾炎。", "entities": [
+    {"start_idx": 7 + len(str(i)), "end_idx": 11 + len(str(i)), "type": "dis", "entity": "急性阑尾炎"}]} for i in range(30)]
+
+
+def with_entity(**entity) -> list[dict]:
+    """GOOD_NER whose first row's entity is changed as given."""
+    return [{**GOOD_NER[0], "entities": [{**GOOD_NER[0]["entities"][0], **entity}]}] + GOOD_NER[1:]
+
+
+def json_file(rows) -> bytes:
+    return json.dumps(rows, ensure_ascii=False).encode()
 
 
 def jsonl(rows) -> bytes:
@@ -83,6 +95,20 @@ CASES = [
     Case("batch_zero", "train.per_device_train_batch_size: must be > 0, got 0",
          params={"train.per_device_train_batch_size": 0}),
     Case("unknown_backend", "train.backend: must be one of unsloth, hf; got 'vllm'", params={"train.backend": "vllm"}),
+    Case("unknown_sample_config", "data.config 'fr': the bundled sample has no such config; choose en, zh",
+         params={"data.config": "fr"}),
+    Case("cmeee_span_out_of_range", "rows.json: row 1: field entities[0]: span [8, 40] is outside the text (0..13; "
+         "end_idx is inclusive)", json_file(with_entity(end_idx=40)), "json", NER),
+    Case("cmeee_exclusive_end", "row 1: field entities[0]: text[8:13+1] is '急性阑尾炎。', not the entity '急性阑尾炎' "
+         "(end_idx is inclusive)", json_file(with_entity(end_idx=13)), "json", NER),
+    Case("cmeee_unknown_type", "row 1: field entities[0]: type 'disease' is not a CMeEE type (dis, sym, pro, equ, "
+         "dru, ite, bod, dep, mic)", json_file(with_entity(type="disease")), "json", NER),
+    Case("cmeee_test_split_without_gold", "row 1: field entities: missing (expected a list; the CMeEE test split",
+         json_file([{"text": "患者无不适。"}] + GOOD_NER), "json", NER),
+    Case("cmeee_bad_rows_skipped_and_counted", data=json_file(
+        GOOD_NER + with_entity(end_idx=40)[:1] + with_entity(type="x")[:1] + with_entity(entity="阑尾炎")[:1]),
+         suffix="json", params={**NER, "data.on_bad_row": "skip"},
+         skipped={"span_out_of_range": 1, "unknown_type": 1, "span_text_mismatch": 1}),
 ]
 
 

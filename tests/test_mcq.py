@@ -1,7 +1,7 @@
 import pytest
 
 from stages.tasks import mcq
-from stages.tasks.medical_cot import BadRow
+from stages.tasks import BadRow
 
 OPTIONS = {"A": "Iron deficiency", "B": "Folate deficiency", "C": "Parvovirus B19 infection",
            "D": "Vitamin B12 deficiency"}

@@ -98,3 +98,14 @@ def test_experiment_is_diffable_and_pr_report_shows_it(repo):
     assert "## Metrics" in pr and "| reports/eval/metrics.json" in pr and "tuned.eval_loss" in pr
     assert "## Params" in pr and "| params.yaml | lora.r" in pr
     assert (repo / "reports/pr_plots/static/workspace_reports_figures_loss.png").is_file()
+
+
+def test_ner_task_runs_as_an_experiment(repo):
+    dvc("exp", "run", "-S", "data.task=cmeee_ner", "-S", "data.source=data/sample/cmeee_ner.json",
+        "-S", "train.max_steps=4", "-S", "eval.num_samples=4", "-S", "eval.max_new_tokens=32", "-n", "ner", cwd=repo)
+    stats = json.loads((repo / "reports/prepare/stats.json").read_text())
+    assert stats["task"] == "cmeee_ner" and stats["rows_kept"] == 240
+    scores = json.loads((repo / "reports/eval/metrics.json").read_text())
+    assert {"base.ner_f1", "tuned.ner_f1", "tuned.ner_precision", "tuned.ner_recall", "tuned.ner_f1.dis"} <= set(scores)
+    assert "| ner f1 |" in (repo / "reports/report.md").read_text()
+    assert "ner" in dvc("exp", "show", "--md", cwd=repo).stdout

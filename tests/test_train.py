@@ -44,7 +44,7 @@ CHECK_WEIGHTS = textwrap.dedent("""
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     rows = files.read_jsonl("data/prepared/train.jsonl")
     trainer.build(model, tokenizer, rows, rows[:2], params.train, params.seed, "ckpt", [],
-                  backend_checkpoints=False).train()
+                  gradient_checkpointing=False).train()
     after = dict(model.named_parameters())
     lora = [n for n in before if "lora_" in n]
     frozen = [n for n in before if "lora_" not in n]

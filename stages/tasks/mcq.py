@@ -9,12 +9,15 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from statistics import mean
 from typing import Any
 
 from stages import prompts
-from stages.tasks.medical_cot import BadRow
+from stages.tasks import BadRow
 
+SAMPLES = {None: Path("data/sample/mcq.jsonl")}
+"""The bundled MCQ sample (eval.mcq.source: sample)."""
 LETTERS = "ABCDEFGHIJ"
 INSTRUCTION = "Answer with the letter of the correct option."
 

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from stages import UserError, prompts
+from stages import metrics, prompts
+from stages.tasks import BadRow
 
 FIELDS = {"Question": "question", "Complex_CoT": "reasoning", "Response": "answer"}
-
-
-class BadRow(UserError):
-    """A row that fails validation; `reason` is the counter key used in stats.json."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
+SAMPLES = {None: Path("data/sample/medical_cot.jsonl"), "en": Path("data/sample/medical_cot.jsonl"),
+           "zh": Path("data/sample/medical_cot_zh.jsonl")}
+"""The bundled sample per data.config, mirroring the hub's en and zh configs."""
 
 
 def validate(value: Any) -> dict[str, str]:
@@ -44,3 +41,8 @@ def format_row(row: dict[str, str], eos_token: str) -> dict[str, str]:
     prompt = prompts.inference_prompt(row["question"])
     completion = prompts.completion(row["reasoning"], row["answer"], eos_token)
     return {**row, "prompt": prompt, "completion": completion, "text": prompt + completion}
+
+
+def score(rows: list[dict], answers: list[str]) -> dict:
+    """ROUGE-L of each answer against the row's reference answer."""
+    return {"rouge_l": round(metrics.rouge_l(answers, [r["answer"] for r in rows]), 4)}

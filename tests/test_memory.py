@@ -1,0 +1,67 @@
+"""The activation-memory estimate against the peaks measured on the H200, and the `auto` decision."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from stages import memory
+from tests.conftest import REPO
+
+LLAMA_8B = SimpleNamespace(**json.loads((REPO / "models/configs/DeepSeek-R1-Distill-Llama-8B/config.json").read_text()))
+TOLERANCE = 0.12
+"""The estimate is within 12% of every measured peak below."""
+
+
+def loaded_gib(four_bit: bool) -> float:
+    """The 8B model on the GPU before the first step: weights (NF4 for the decoder's linear layers: 4 bits plus
+    the block scales), LoRA r=16 in float32 and its 8-bit Adam states."""
+    c = LLAMA_8B
+    kv = c.num_key_value_heads * c.hidden_size // c.num_attention_heads
+    linear = c.num_hidden_layers * (c.hidden_size * (2 * c.hidden_size + 2 * kv) + 3 * c.hidden_size * c.intermediate_size)
+    other = 2 * c.vocab_size * c.hidden_size
+    weights = linear * (0.5 + 4 / 64 if four_bit else 2) + other * 2
+    return (weights + 41_943_040 * (4 + 4 + 2)) / 2**30
+
+
+def bench(name: str) -> dict:
+    return json.loads((REPO / "reports/bench" / name).read_text())
+
+
+def measured_points():
+    """(what, backend, tokens in the micro-batch, loaded GiB, measured peak GiB) from the committed results."""
+    points = []
+    for name, backend, four_bit in (("unsloth-bf16-nogc-b8.json", "unsloth", False),
+                                    ("unsloth-bf16-nogc-b16.json", "unsloth", False),
+                                    ("unsloth-bf16-nogc-b32.json", "unsloth", False),
+                                    ("unsloth-4bit.json", "unsloth", True), ("hf-bf16-nogc-b8.json", "hf", False)):
+        result = bench(name)
+        # the length probes run one row at a time without recomputation (their slope is the no-recompute one)
+        points += [(f"{name} probe {p['max_seq_length']}", backend, p["max_seq_length"], loaded_gib(four_bit),
+                    p["peak_reserved_gib"]) for p in result["seq_probes"]]
+        if not result["params"]["gradient_checkpointing"]:
+            tokens = result["params"]["per_device_train_batch_size"] * result["data"]["tokens_per_row_p95"]
+            points.append((f"{name} training", backend, tokens, loaded_gib(four_bit), result["peak_gpu_allocated_gib"]))
+    return points
+
+
+@pytest.mark.parametrize("what, backend, tokens, loaded, measured", measured_points(), ids=lambda v: str(v))
+def test_estimate_matches_measured_peak(what, backend, tokens, loaded, measured):
+    estimate = memory.estimated_peak_gib(LLAMA_8B, backend, tokens, loaded)
+    assert abs(estimate - measured) <= TOLERANCE * measured, f"{what}: estimated {estimate:.1f}, measured {measured}"
+
+
+def test_per_token_counts():
+    assert memory.activation_bytes_per_token(LLAMA_8B, "unsloth") == 32 * 2 * (6 * 4096 + 2 * 1024 + 2 * 14336)
+    assert memory.activation_bytes_per_token(LLAMA_8B, "hf") > 2.5 * memory.activation_bytes_per_token(LLAMA_8B, "unsloth")
+
+
+def test_auto_turns_recomputation_off_only_when_the_estimate_fits():
+    h200 = 139.8
+    fits = memory.estimated_peak_gib(LLAMA_8B, "unsloth", 8 * 2048, loaded_gib(False))
+    too_big = memory.estimated_peak_gib(LLAMA_8B, "unsloth", 64 * 2048, loaded_gib(False))
+    assert memory.choose_checkpointing("auto", fits, h200) is False
+    assert memory.choose_checkpointing("auto", too_big, h200) is True
+    assert memory.choose_checkpointing("auto", fits, 24.0) is True  # the same batch on a 24 GiB card
+    assert memory.choose_checkpointing("auto", None, None) is False  # CPU
+    assert memory.choose_checkpointing("on", None, None) is True and memory.choose_checkpointing("off", 1e9, 1) is False
