@@ -2,12 +2,15 @@
 
     python -m stages.bench run --backend unsloth --precision bf16            # one combination, this process
     python -m stages.bench run --backend hf --precision bf16 --gradient-checkpointing off --batch-size 4 --tag best
+    python -m stages.bench run --backend unsloth --precision bf16 --gradient-checkpointing off --batch-size 8 \
+        --gradient-accumulation-steps 1 --profile-steps 2 --tag profile-b8   # + where the GPU time goes
     python -m stages.bench chart reports/bench/*.json                        # results -> chart
     python3 -m dvc repro bench/dvc.yaml                                      # the four reference combinations
 
 Reads   params.yaml (seed, lora.*, train.optim/warmup_steps/weight_decay/lr_scheduler_type, bench.*), bench.rows
 Writes  reports/bench/<backend>-<precision>[-<tag>].json   GPU, versions, params; steady-state tokens/s (real,
-        non-pad tokens), step time, peak allocated/reserved memory, MFU, longest sequence within the budget
+        non-pad tokens), step time, peak allocated/reserved memory, MFU, longest sequence within the budget;
+                                                    with --profile-steps, GPU time by kernel kind
         reports/bench/throughput_memory.png                 (chart) tokens/s and peak memory, Unsloth vs hf
 Every combination runs in its own process (Unsloth patches transformers globally) on the same tokenized
 rows, the same LoRA config and the same effective batch. Weights are seeded random: `weights: random`.
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import platform
+import re
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -60,14 +64,63 @@ def flops_per_token(model_config, n_lora: int, mean_context: float) -> float:
     return 4 * matmul + 6 * n_lora + 6 * layers * q_out * mean_context
 
 
-def steady_state(log_rows: list[dict], warmup: int) -> dict:
-    """Tokens/s and step time over the steps after warm-up, from the step log's cumulative counters."""
+def steady_state(log_rows: list[dict], warmup: int, last: int) -> dict:
+    """Tokens/s and step time over steps warmup+1..last, from the step log's cumulative counters."""
     start = next(r for r in log_rows if r["step"] == warmup)
-    end = log_rows[-1]
+    end = next(r for r in log_rows if r["step"] == last)
     seconds, tokens, steps = end["seconds"] - start["seconds"], end["tokens_seen"] - start["tokens_seen"], \
         end["step"] - start["step"]
     return {"measured_steps": steps, "tokens_per_second": round(tokens / seconds, 1),
             "step_seconds": round(seconds / steps, 4), "measured_tokens": tokens}
+
+
+KERNEL_KINDS = {
+    "attention": re.compile(r"flash|fmha|attention|attn", re.I),
+    "matmul (GEMM)": re.compile(r"gemm|gemv|cutlass|xmma|nvjet|cublas", re.I),
+    "cross-entropy": re.compile(r"cross_entropy|logsumexp|log_softmax", re.I),
+    "optimizer": re.compile(r"adam|optimizer|multi_tensor|foreach", re.I),
+    "copies and casts": re.compile(r"memcpy|memset|copy|cast|convert", re.I),
+}
+"""Kernel name patterns, tried in order; every other kernel (norms, RoPE, SwiGLU, LoRA glue) is `elementwise`."""
+
+
+def kernel_breakdown(events, steps: int) -> dict:
+    """GPU kernel time per step, its share by kernel kind and the 10 costliest kernels, from profiler averages
+    (objects with `key` and `self_device_time_total` in microseconds)."""
+    kinds, kernels = {kind: 0.0 for kind in (*KERNEL_KINDS, "elementwise")}, []
+    for event in events:
+        micros = event.self_device_time_total
+        if micros <= 0:
+            continue
+        kind = next((k for k, pattern in KERNEL_KINDS.items() if pattern.search(event.key)), "elementwise")
+        kinds[kind] += micros
+        kernels.append((micros, event.key))
+    total = sum(kinds.values())
+    return {"gpu_ms_per_step": round(total / steps / 1000, 2),
+            "share": {kind: round(micros / total, 4) for kind, micros in kinds.items()},
+            "top_kernels": [{"kernel": name[:100], "share": round(micros / total, 4)}
+                            for micros, name in sorted(kernels, reverse=True)[:10]]}
+
+
+def kernel_profiler(start_step: int, steps: int):
+    """Profiles the GPU kernels of the `steps` optimizer steps after `start_step` (its `.breakdown` after)."""
+    import torch
+    from transformers import TrainerCallback
+
+    class KernelProfile(TrainerCallback):
+        def __init__(self):
+            self.breakdown = None
+            self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == start_step:
+                self.profiler.start()
+            elif state.global_step == start_step + steps:
+                torch.cuda.synchronize()
+                self.profiler.stop()
+                self.breakdown = kernel_breakdown(self.profiler.key_averages(), steps)
+
+    return KernelProfile()
 
 
 def probe_lengths(model, token_ids: list[int], lengths: list[int], budget_gib: float) -> list[dict]:
@@ -121,13 +174,15 @@ def run(args) -> dict:
     cuda = backends.cuda_available()
     if args.precision == "4bit":
         backends.require_cuda_for_4bit(True)
+    if args.profile_steps and not cuda:
+        raise UserError("--profile-steps profiles GPU kernels and needs a CUDA GPU; drop it on this machine")
     train = dataclasses.replace(
         params.train, backend=args.backend, load_in_4bit=args.precision == "4bit",
         max_seq_length=bench.max_seq_length,
         per_device_train_batch_size=args.batch_size or bench.per_device_train_batch_size,
         gradient_accumulation_steps=args.gradient_accumulation_steps or bench.gradient_accumulation_steps,
         gradient_checkpointing=args.gradient_checkpointing or bench.gradient_checkpointing,
-        max_steps=bench.warmup_steps + bench.measure_steps, logging_steps=1, save_steps=10**9, packing=False,
+        max_steps=bench.warmup_steps + bench.measure_steps + args.profile_steps, logging_steps=1, save_steps=10**9, packing=False,
         learning_rate=bench.learning_rate)
     plain = bench_rows(bench)
     tokenizer = tiny.train_tokenizer([prompts.training_text(r["question"], r["reasoning"], r["answer"], "")
@@ -144,12 +199,17 @@ def run(args) -> dict:
     model = backend.add_lora(model, params.lora, params.seed, checkpointing)
     n_lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log = trainer.step_logger(model, tokenizer.pad_token_id)
+    last_timed = bench.warmup_steps + bench.measure_steps
+    callbacks = [log, step_marker(bench.warmup_steps)]
+    if args.profile_steps:
+        callbacks.append(kernel_profiler(last_timed, args.profile_steps))
     with tempfile.TemporaryDirectory() as scratch:
-        sft = trainer.build(model, tokenizer, rows, None, train, params.seed, scratch,
-                            [log, step_marker(bench.warmup_steps)],
+        sft = trainer.build(model, tokenizer, rows, None, train, params.seed, scratch, callbacks,
                             gradient_checkpointing=checkpointing and args.backend == "hf")
         sft.train()
-    result = steady_state(log.rows, bench.warmup_steps)
+    result = steady_state(log.rows, bench.warmup_steps, last_timed)
+    if args.profile_steps:
+        result["profile"] = callbacks[-1].breakdown
     mean_context = float((lengths ** 2).sum() / lengths.sum())
     flops = flops_per_token(model.config, n_lora, mean_context)
     memory = trainer.peak_memory()
@@ -192,6 +252,8 @@ def main() -> None:
     one.add_argument("--gradient-accumulation-steps", type=int, help="override bench.gradient_accumulation_steps")
     one.add_argument("--gradient-checkpointing", choices=["auto", "on", "off"])
     one.add_argument("--tag", help="suffix of the result file, for variants beyond the reference four")
+    one.add_argument("--profile-steps", type=int, default=0,
+                     help="after the timed steps, profile this many more and record GPU time by kernel kind")
     chart = commands.add_parser("chart", help="draw reports/bench/throughput_memory.png from result files")
     chart.add_argument("results", nargs="+", type=Path)
     args = parser.parse_args()

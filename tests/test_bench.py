@@ -48,6 +48,9 @@ def test_what_needs_a_gpu_is_refused_in_one_sentence(workdir):
     four_bit = run_bench(workdir, "run", "--backend", "unsloth", "--precision", "4bit")
     assert four_bit.returncode == 2 and "Traceback" not in four_bit.stderr
     assert four_bit.stderr.strip().splitlines()[-1].startswith("error: train.load_in_4bit=true needs a CUDA GPU")
+    profile = run_bench(workdir, "run", "--backend", "hf", "--precision", "bf16", "--profile-steps", "2")
+    assert profile.returncode == 2 and profile.stderr.strip().splitlines()[-1] == (
+        "error: --profile-steps profiles GPU kernels and needs a CUDA GPU; drop it on this machine")
     eight_b = run_bench(workdir, "run", "--backend", "hf", "--precision", "bf16")
     assert eight_b.returncode == 2
     assert eight_b.stderr.strip().splitlines()[-1] == (
@@ -65,6 +68,24 @@ def test_flops_per_token_of_the_8b_architecture():
 
 def test_steady_state_skips_warmup():
     rows = [{"step": s, "seconds": 10.0 * s + (5 if s == 1 else 0), "tokens_seen": 1000 * s} for s in range(1, 6)]
-    result = bench.steady_state(rows, warmup=2)
+    result = bench.steady_state(rows, warmup=2, last=5)
     assert result == {"measured_steps": 3, "tokens_per_second": 100.0, "step_seconds": 10.0,
                       "measured_tokens": 3000}
+    profiled_after = rows + [{"step": 6, "seconds": 100.0, "tokens_seen": 6000}]  # slow: profiled, not timed
+    assert bench.steady_state(profiled_after, warmup=2, last=5) == result
+
+
+def test_kernel_breakdown_groups_gpu_time_by_kind():
+    from types import SimpleNamespace as Event
+
+    events = [Event(key="sm90_xmma_gemm_bf16bf16_bf16f32", self_device_time_total=600.0),
+              Event(key="nvjet_hsh_128x256", self_device_time_total=200.0),
+              Event(key="flash_fwd_kernel", self_device_time_total=100.0),
+              Event(key="_rms_layernorm_forward", self_device_time_total=60.0),
+              Event(key="_cross_entropy_forward", self_device_time_total=40.0),
+              Event(key="aten::mm", self_device_time_total=0.0)]  # a CPU-side op: no kernel time of its own
+    result = bench.kernel_breakdown(events, steps=2)
+    assert result["gpu_ms_per_step"] == 0.5
+    assert result["share"]["matmul (GEMM)"] == 0.8 and result["share"]["attention"] == 0.1
+    assert result["share"]["elementwise"] == 0.06 and result["share"]["cross-entropy"] == 0.04
+    assert [k["kernel"] for k in result["top_kernels"]][:2] == ["sm90_xmma_gemm_bf16bf16_bf16f32", "nvjet_hsh_128x256"]
