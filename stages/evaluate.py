@@ -70,6 +70,23 @@ def score_mcq(model, tokenizer, items: list[mcq.Item], params) -> tuple[dict, fl
     return mcq.score(items, out.texts, thinking), round(sum(out.new_tokens) / out.seconds, 1)
 
 
+def score_model(model, tokenizer, rows: list[dict], items: list[mcq.Item], task, params
+                ) -> tuple[dict, dict, list[str]]:
+    """One model's scores (the task's, and MCQ's when items are given), generation speeds and generated texts."""
+    scores, speed, texts = score(model, tokenizer, rows, task, params)
+    speeds = {"generation_tokens_per_second": speed}
+    if items:
+        mcq_scores, speeds["mcq_generation_tokens_per_second"] = score_mcq(model, tokenizer, items, params)
+        scores |= mcq_scores
+    return scores, speeds, texts
+
+
+def side_by_side(base: dict, tuned: dict) -> dict:
+    """One flat dict with keys base.<key> and tuned.<key>, as `dvc metrics` shows them."""
+    return {f"{name}.{key}": value for name, values in (("base", base), ("tuned", tuned))
+            for key, value in values.items()}
+
+
 def main() -> None:
     params = config.load()
     task = tasks.get(params.data.task)
@@ -80,23 +97,15 @@ def main() -> None:
     base = BaseModel.read(BASE)
     model, tokenizer = backend.load(base, params.train)
     model = backend.for_inference(model)
-    speed = {}
-    base_scores, speed["base.generation_tokens_per_second"], base_texts = score(model, tokenizer, rows, task, params)
-    if items:
-        mcq_scores, speed["base.mcq_generation_tokens_per_second"] = score_mcq(model, tokenizer, items, params)
-        base_scores |= mcq_scores
+    base_scores, base_speeds, base_texts = score_model(model, tokenizer, rows, items, task, params)
     from peft import PeftModel  # after the backend: Unsloth must patch transformers first
 
     model = backend.for_inference(PeftModel.from_pretrained(model, ADAPTER))
-    tuned_scores, speed["tuned.generation_tokens_per_second"], tuned_texts = score(model, tokenizer, rows, task, params)
-    if items:
-        mcq_scores, speed["tuned.mcq_generation_tokens_per_second"] = score_mcq(model, tokenizer, items, params)
-        tuned_scores |= mcq_scores
+    tuned_scores, tuned_speeds, tuned_texts = score_model(model, tokenizer, rows, items, task, params)
 
-    flat = {f"{name}.{key}": value for name, scores in (("base", base_scores), ("tuned", tuned_scores))
-            for key, value in scores.items()}
-    files.write_json(REPORTS / "metrics.json", {**flat, "samples": len(base_texts), "weights": base.init})
-    files.write_json(REPORTS / "perf.json", {**dict(sorted(speed.items())), **trainer.peak_memory()})
+    files.write_json(REPORTS / "metrics.json", {**side_by_side(base_scores, tuned_scores),
+                                                "samples": len(base_texts), "weights": base.init})
+    files.write_json(REPORTS / "perf.json", {**side_by_side(base_speeds, tuned_speeds), **trainer.peak_memory()})
     shown = [key for key in metrics.RATES if key in base_scores]
     files.write_csv(REPORTS / "before_after.csv", [
         {"metric": key, "model": name, "value": scores[key]}
