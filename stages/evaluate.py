@@ -50,7 +50,7 @@ def score(model, tokenizer, rows: list[dict], task, params) -> tuple[dict, float
         "stop_rate": round(metrics.stop_rate(out.stopped), 4),
         "mean_generated_tokens": round(mean(out.new_tokens), 1),
         **task.score(sampled, answers),
-    }, round(sum(out.new_tokens) / out.seconds, 1), out.texts
+    }, out.tokens_per_second, out.texts
 
 
 def load_mcq(params) -> list[mcq.Item]:
@@ -67,7 +67,7 @@ def score_mcq(model, tokenizer, items: list[mcq.Item], params) -> tuple[dict, fl
                              params.eval.mcq.max_new_tokens, params.eval.batch_size)
     thinking = [len(tokenizer(prompts.split_generation(t).thinking, add_special_tokens=False)["input_ids"])
                 for t in out.texts]
-    return mcq.score(items, out.texts, thinking), round(sum(out.new_tokens) / out.seconds, 1)
+    return mcq.score(items, out.texts, thinking), out.tokens_per_second
 
 
 def score_model(model, tokenizer, rows: list[dict], items: list[mcq.Item], task, params

@@ -17,6 +17,10 @@ class Generations:
     seconds: float
     """Wall time of all generate() calls."""
 
+    @property
+    def tokens_per_second(self) -> float:
+        return round(sum(self.new_tokens) / self.seconds, 1)
+
 
 def teacher_forced_loss(model, tokenizer, rows: list[dict], batch_size: int, max_length: int) -> dict:
     """Mean per-token NLL on the full text and on the completion part only (token-weighted)."""

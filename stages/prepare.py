@@ -5,7 +5,7 @@
 Reads   params.yaml (seed, data.*, model.*, train.max_seq_length) and the source named by data.source
         (rows longer than train.max_seq_length are counted, and skipped when data.on_long_row is skip)
 Writes  data/prepared/train.jsonl, data/prepared/eval.jsonl   (the task's fields + question, answer, prompt,
-                                                              completion, text)
+                                                              completion, text, n_tokens)
         models/base/                                          (tiny: tokenizer + random Llama; else: tokenizer + base.json)
         reports/prepare/stats.json                            (rows read/kept/skipped by reason, duplicates, token lengths)
 The tiny tokenizer is trained here, on the training texts, so every text ends with the model's own EOS
@@ -73,8 +73,8 @@ def main() -> None:
                             f"train.max_seq_length ({max_len}); raise it or set data.on_long_row=truncate")
     lengths = train_lengths + eval_lengths
 
-    files.write_jsonl(PREPARED / "train.jsonl", train_rows)
-    files.write_jsonl(PREPARED / "eval.jsonl", eval_rows)
+    files.write_jsonl(PREPARED / "train.jsonl", [{**r, "n_tokens": n} for r, n in zip(train_rows, train_lengths)])
+    files.write_jsonl(PREPARED / "eval.jsonl", [{**r, "n_tokens": n} for r, n in zip(eval_rows, eval_lengths)])
     files.write_json(STATS, {
         "task": data.task, "source": source, "config": data.config, "rows_read": cleaned.rows_read, "rows_kept": cleaned.rows_kept,
         "rows_skipped": sum(cleaned.skipped.values()), "skipped_by_reason": dict(sorted(cleaned.skipped.items())),

@@ -45,8 +45,7 @@ def main() -> None:
     base = BaseModel.read(BASE)
     model, tokenizer = backend.load(base, params.train)
     train_rows = files.read_jsonl(PREPARED / "train.jsonl")
-    lengths = [min(len(ids), params.train.max_seq_length)
-               for ids in tokenizer([r["text"] for r in train_rows])["input_ids"]]
+    lengths = [min(r["n_tokens"], params.train.max_seq_length) for r in train_rows]  # counted by prepare
     checkpointing, estimated_peak = trainer.decide_checkpointing(params.train, model, lengths)
     model = backend.add_lora(model, params.lora, params.seed, checkpointing)
 

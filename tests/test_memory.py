@@ -13,15 +13,15 @@ TOLERANCE = 0.12
 """The estimate is within 12% of every measured peak below."""
 
 
-def loaded_gib(four_bit: bool) -> float:
+def loaded_gib(four_bit: bool, lora_parameters: int) -> float:
     """The 8B model on the GPU before the first step: weights (NF4 for the decoder's linear layers: 4 bits plus
-    the block scales), LoRA r=16 in float32 and its 8-bit Adam states."""
+    the block scales), the LoRA weights in float32, their gradients and 8-bit Adam states."""
     c = LLAMA_8B
     kv = c.num_key_value_heads * c.hidden_size // c.num_attention_heads
     linear = c.num_hidden_layers * (c.hidden_size * (2 * c.hidden_size + 2 * kv) + 3 * c.hidden_size * c.intermediate_size)
     other = 2 * c.vocab_size * c.hidden_size
     weights = linear * (0.5 + 4 / 64 if four_bit else 2) + other * 2
-    return (weights + 41_943_040 * (4 + 4 + 2)) / 2**30
+    return (weights + lora_parameters * (4 + 4 + 2)) / 2**30
 
 
 def bench(name: str) -> dict:
@@ -36,12 +36,13 @@ def measured_points():
                                     ("unsloth-bf16-nogc-b32.json", "unsloth", False),
                                     ("unsloth-4bit.json", "unsloth", True), ("hf-bf16-nogc-b8.json", "hf", False)):
         result = bench(name)
+        loaded = loaded_gib(four_bit, result["lora_parameters"])
         # the length probes run one row at a time without recomputation (their slope is the no-recompute one)
-        points += [(f"{name} probe {p['max_seq_length']}", backend, p["max_seq_length"], loaded_gib(four_bit),
+        points += [(f"{name} probe {p['max_seq_length']}", backend, p["max_seq_length"], loaded,
                     p["peak_reserved_gib"]) for p in result["seq_probes"]]
         if not result["params"]["gradient_checkpointing"]:
             tokens = result["params"]["per_device_train_batch_size"] * result["data"]["tokens_per_row_p95"]
-            points.append((f"{name} training", backend, tokens, loaded_gib(four_bit), result["peak_gpu_allocated_gib"]))
+            points.append((f"{name} training", backend, tokens, loaded, result["peak_gpu_allocated_gib"]))
     return points
 
 
@@ -58,8 +59,9 @@ def test_per_token_counts():
 
 def test_auto_turns_recomputation_off_only_when_the_estimate_fits():
     h200 = 139.8
-    fits = memory.estimated_peak_gib(LLAMA_8B, "unsloth", 8 * 2048, loaded_gib(False))
-    too_big = memory.estimated_peak_gib(LLAMA_8B, "unsloth", 64 * 2048, loaded_gib(False))
+    loaded = loaded_gib(False, bench("unsloth-bf16.json")["lora_parameters"])
+    fits = memory.estimated_peak_gib(LLAMA_8B, "unsloth", 8 * 2048, loaded)
+    too_big = memory.estimated_peak_gib(LLAMA_8B, "unsloth", 64 * 2048, loaded)
     assert memory.choose_checkpointing("auto", fits, h200) is False
     assert memory.choose_checkpointing("auto", too_big, h200) is True
     assert memory.choose_checkpointing("auto", fits, 24.0) is True  # the same batch on a 24 GiB card
