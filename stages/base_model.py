@@ -66,6 +66,12 @@ def has_tokenizer(name: str) -> bool:
 
 def save_random_model(config_dir: str, tokenizer, seed: int, out_dir: Path) -> None:
     """The architecture in `config_dir` with seeded random weights (bf16 on a GPU), saved with `tokenizer`."""
+    random_model(config_dir, tokenizer, seed).save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+
+
+def random_model(config_dir: str, tokenizer, seed: int):
+    """The architecture in `config_dir` with seeded random weights, on the GPU in bf16 (float32 on the CPU)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -80,9 +86,7 @@ def save_random_model(config_dir: str, tokenizer, seed: int, out_dir: Path) -> N
     config.pad_token_id = tokenizer.pad_token_id
     torch.manual_seed(seed)
     with torch.device("cuda" if cuda else "cpu"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16 if cuda else torch.float32)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
+        return AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16 if cuda else torch.float32)
 
 
 def load_tokenizer(name: str, revision: str | None, trust_remote_code: bool):

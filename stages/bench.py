@@ -28,10 +28,12 @@ import re
 import tempfile
 from importlib import metadata
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
-from stages import UserError, backends, base_model, config, dataset, files, plots, prompts, sources, tiny, trainer
+from stages import (UserError, backends, base_model, config, dataset, files, inference, memory, plots, prompts, sources,
+                    tiny, trainer)
 from stages.base_model import BaseModel
 from stages.tasks import medical_cot
 
@@ -42,6 +44,12 @@ COMPLETE = "complete"
 def bench_rows(bench) -> list[dict]:
     rows, _ = dataset.clean(sources.load_records(bench.rows), medical_cot.validate, "skip")
     return rows
+
+
+def bench_tokenizer(bench, rows: list[dict]):
+    """A BPE trained on the benchmark rows (bench.tokenizer_vocab_size gives Llama 3's characters per token)."""
+    return tiny.train_tokenizer([prompts.training_text(r["question"], r["reasoning"], r["answer"], "") for r in rows],
+                                bench.tokenizer_vocab_size, bench.max_seq_length)
 
 
 def random_weights(bench, tokenizer, seed: int) -> Path:
@@ -185,8 +193,7 @@ def run(args) -> dict:
         max_steps=bench.warmup_steps + bench.measure_steps + args.profile_steps, logging_steps=1, save_steps=10**9, packing=False,
         learning_rate=bench.learning_rate)
     plain = bench_rows(bench)
-    tokenizer = tiny.train_tokenizer([prompts.training_text(r["question"], r["reasoning"], r["answer"], "")
-                                      for r in plain], bench.tokenizer_vocab_size, bench.max_seq_length)
+    tokenizer = bench_tokenizer(bench, plain)
     rows = [medical_cot.format_row(r, tokenizer.eos_token) for r in plain]
     lengths = np.minimum([len(ids) for ids in tokenizer([r["text"] for r in rows])["input_ids"]],
                          bench.max_seq_length)
@@ -212,7 +219,7 @@ def run(args) -> dict:
         result["profile"] = callbacks[-1].breakdown
     mean_context = float((lengths ** 2).sum() / lengths.sum())
     flops = flops_per_token(model.config, n_lora, mean_context)
-    memory = trainer.peak_memory()
+    peak = trainer.peak_memory()
     if cuda:
         model.config.use_cache = False
         probes = probe_lengths(model, tokenizer(rows[0]["text"])["input_ids"], bench.seq_probe_lengths,
@@ -223,7 +230,7 @@ def run(args) -> dict:
                    "memory_budget_gib": bench.memory_budget_gib}
     return {
         "backend": args.backend, "precision": args.precision, "tag": args.tag, "weights": "random",
-        "model": bench.model, **memory, "versions": versions(),
+        "model": bench.model, **peak, "versions": versions(),
         "params": {"per_device_train_batch_size": train.per_device_train_batch_size,
                    "gradient_accumulation_steps": train.gradient_accumulation_steps,
                    "max_seq_length": train.max_seq_length, "gradient_checkpointing": checkpointing,
@@ -236,6 +243,88 @@ def run(args) -> dict:
         "lora_parameters": n_lora, "flops_per_token": round(flops),
         "estimated_peak_gib_without_recompute": estimated_peak, **result,
     }
+
+
+def generation_prompts(bench, tokenizer, rows: list[dict]) -> list[list[int]]:
+    """bench.generate.prompts windows of bench.generate.prompt_tokens tokens over the rows' training texts."""
+    stream = [i for r in rows for i in tokenizer(medical_cot.format_row(r, "")["text"])["input_ids"]]
+    count, length = bench.generate.prompts, bench.generate.prompt_tokens
+    if len(stream) < length + count:
+        raise UserError(f"bench.rows holds {len(stream):,} tokens: too few for {count} prompts of {length}")
+    stride = (len(stream) - length) // count
+    return [stream[k * stride:k * stride + length] for k in range(count)]
+
+
+def random_lora(model, lora, seed: int):
+    """`model` with LoRA layers whose B is seeded noise (PEFT starts B at zero, which would merge to nothing)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    tuned = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=lora.target_modules,
+                                             task_type="CAUSAL_LM"))
+    for name, weight in tuned.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(weight, std=0.01)
+    return tuned.eval()
+
+
+def roofline(model_config, weight_bytes: int, rows: int, gen, value_bytes: int) -> dict:
+    """The least a decode step must read: every weight once (the embedding table is looked up, not read) and the
+    KV cache of every row at the mean context of the generation (prompt + half the budget); its time at the GPU's
+    bandwidth."""
+    kv = rows * (gen.prompt_tokens + gen.max_new_tokens / 2) * memory.kv_bytes_per_token(model_config, value_bytes)
+    seconds = (weight_bytes + kv) / (gen.peak_bandwidth_tbs * 1e12)
+    return {"weight_bytes": weight_bytes, "kv_cache_bytes": round(kv), "ms_per_step": round(seconds * 1000, 6)}
+
+
+def measure_generation(model, name: str, engine: str, batch_size, encoded: list[list[int]], pad: int, gen) -> dict:
+    """Generate the whole budget for every prompt; speed, memory and the fraction of the bandwidth roofline."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    run = inference.generate_tokens(model, encoded, gen.max_new_tokens, batch_size, engine, None, pad, name)
+    steps = len(inference.batches(list(range(len(encoded))), run.batch_size)) * gen.max_new_tokens
+    weights = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if "embed_tokens" not in n)
+    bound = roofline(model.config, weights, run.batch_size, gen, inference.value_bytes(model))
+    new_tokens, ms_per_step = sum(map(len, run.tokens)), run.seconds * 1000 / steps
+    timing = {}
+    if run.prefill_seconds is not None:
+        timing = {"prefill_seconds": round(run.prefill_seconds, 2),
+                  "decode_ms_per_step": round((run.seconds - run.prefill_seconds) * 1000 / steps, 3)}
+    return {"name": name, "engine": engine, "batch": batch_size, "batch_size": run.batch_size,
+            "prompts": len(encoded), "new_tokens": new_tokens, "seconds": round(run.seconds, 2),
+            "tokens_per_second": round(new_tokens / run.seconds, 1), "ms_per_step": round(ms_per_step, 3), **timing,
+            "roofline": {**bound, "fraction": round(bound["ms_per_step"] / ms_per_step, 4)}, **trainer.peak_memory()}
+
+
+def generate(params) -> Iterator[dict]:
+    """Decoding speed of the bench.model architecture (random weights): base with generate() and the static engine,
+    then with a random LoRA, unmerged and merged, at bench.generate.batch_size and at the auto batch; each result
+    as soon as it is measured."""
+    bench, gen = params.bench, params.bench.generate
+    rows = bench_rows(bench)
+    tokenizer = bench_tokenizer(bench, rows)
+    encoded, pad = generation_prompts(bench, tokenizer, rows), tokenizer.pad_token_id
+    fixed, tag = encoded[:gen.batch_size], f"b{gen.batch_size}"
+    loss_rows = [medical_cot.format_row(r, tokenizer.eos_token) for r in rows[:16]]
+    model = base_model.random_model(bench.model, tokenizer, params.seed).eval()
+    common = {"weights": "random", "model": bench.model, "rows": bench.rows, "prompt_tokens": gen.prompt_tokens,
+              "max_new_tokens": gen.max_new_tokens, "lora_r": params.lora.r, "versions": versions()}
+    inference.generate_tokens(model, encoded[:2], 4, 2, "generate", None, pad, "warm-up")
+    yield common | measure_generation(model, f"base-generate-{tag}", "generate", gen.batch_size, fixed, pad, gen)
+    yield common | measure_generation(model, f"base-static-{tag}", "static", gen.batch_size, fixed, pad, gen)
+    yield common | measure_generation(model, "base-static-auto", "static", "auto", encoded, pad, gen)
+    model = random_lora(model, params.lora, params.seed)
+    losses = {"unmerged": inference.teacher_forced_loss(model, tokenizer, loss_rows, 4, bench.max_seq_length)["full"]}
+    yield common | measure_generation(model, f"tuned-unmerged-static-{tag}", "static", gen.batch_size, fixed, pad, gen)
+    model = model.merge_and_unload()
+    losses["merged"] = inference.teacher_forced_loss(model, tokenizer, loss_rows, 4, bench.max_seq_length)["full"]
+    common["teacher_forced_loss_tuned"] = {key: round(value, 5) for key, value in losses.items()}
+    yield common | measure_generation(model, f"tuned-static-{tag}", "static", gen.batch_size, fixed, pad, gen)
+    yield common | measure_generation(model, "tuned-static-auto", "static", "auto", encoded, pad, gen)
 
 
 def result_name(backend: str, precision: str, tag: str | None) -> str:
@@ -256,7 +345,15 @@ def main() -> None:
                      help="after the timed steps, profile this many more and record GPU time by kernel kind")
     chart = commands.add_parser("chart", help="draw reports/bench/throughput_memory.png from result files")
     chart.add_argument("results", nargs="+", type=Path)
+    commands.add_parser("generate", help="decoding speed, base and tuned, generate() vs the static engine")
     args = parser.parse_args()
+    if args.command == "generate":
+        results = []
+        for result in generate(config.load()):
+            files.write_json(RESULTS / f"generate-{result['name']}.json", result)
+            results.append(result)
+        plots.generation_bars(results, RESULTS / "generate.png")
+        return
     if args.command == "chart":
         missing = [str(p) for p in args.results if not p.is_file()]
         if missing:

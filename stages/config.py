@@ -148,10 +148,26 @@ class EvalConfig:
     """Held-out questions to generate answers for (at most data.eval_rows are available)."""
     max_new_tokens: int = 256
     """Generation budget per question (reasoning + answer)."""
-    batch_size: int = 8
-    """Prompts per generate() call (left-padded) and rows per loss batch."""
+    batch_size: int | Literal["auto"] = 8
+    """Prompts per generation batch and rows per loss batch; `auto`: the most that fit the free memory."""
+    engine: Literal["static", "generate"] = "static"
+    """`static`: static KV cache, one CUDA graph per decode step on a GPU; `generate`: transformers' generate()."""
     mcq: McqConfig = field(default_factory=McqConfig)
     """Medical multiple-choice accuracy of base and tuned (off unless eval.mcq.source is set)."""
+
+
+@dataclass
+class GenerateBenchConfig:
+    prompts: int = 1273
+    """Prompts generated for at the auto batch (MedQA's test set has 1,273 questions)."""
+    prompt_tokens: int = 320
+    """Tokens per prompt: windows of the benchmark rows' text."""
+    max_new_tokens: int = 512
+    """New tokens per prompt; EOS never ends a generation early, so every prompt costs the whole budget."""
+    batch_size: int = 64
+    """The fixed batch compared with the auto batch (its first `batch_size` prompts)."""
+    peak_bandwidth_tbs: float = 4.8
+    """Memory bandwidth of the GPU for the roofline, TB/s (H200 datasheet)."""
 
 
 @dataclass
@@ -184,6 +200,8 @@ class BenchConfig:
     """Sequence lengths probed, shortest first, with one batch-1 training step each."""
     peak_tflops: float = 989.4
     """Dense bf16 peak of the GPU for MFU (H100/H200 SXM datasheet)."""
+    generate: GenerateBenchConfig = field(default_factory=GenerateBenchConfig)
+    """The generation benchmark (`python -m stages.bench generate`)."""
 
 
 @dataclass
@@ -204,9 +222,15 @@ class Params:
                     "train.gradient_accumulation_steps": self.train.gradient_accumulation_steps,
                     "train.max_steps": self.train.max_steps, "train.logging_steps": self.train.logging_steps,
                     "train.save_steps": self.train.save_steps, "eval.num_samples": self.eval.num_samples,
-                    "eval.max_new_tokens": self.eval.max_new_tokens, "eval.batch_size": self.eval.batch_size,
+                    "eval.max_new_tokens": self.eval.max_new_tokens,
                     "bench.measure_steps": self.bench.measure_steps,
+                    "bench.generate.prompts": self.bench.generate.prompts,
+                    "bench.generate.prompt_tokens": self.bench.generate.prompt_tokens,
+                    "bench.generate.max_new_tokens": self.bench.generate.max_new_tokens,
+                    "bench.generate.batch_size": self.bench.generate.batch_size,
                     "bench.per_device_train_batch_size": self.bench.per_device_train_batch_size}
+        if self.eval.batch_size != "auto":
+            positive["eval.batch_size"] = self.eval.batch_size
         for key, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{key}: must be > 0, got {value}")
@@ -263,8 +287,18 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(inner, value, key)
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for inner in options:
+            try:
+                return _coerce(inner, value, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
+        expected = " or ".join(", ".join(typing.get_args(a)) if typing.get_origin(a) is Literal else a.__name__
+                               for a in options)
+        raise ConfigError(f"{key}: expected {expected}; got {type(value).__name__} {value!r}")
     if origin is Literal:
         if isinstance(value, bool) and {"on", "off"} <= set(args):  # YAML 1.1 reads on/off as booleans
             value = "on" if value else "off"

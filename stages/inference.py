@@ -1,9 +1,25 @@
-"""Running a (tuned or base) model: teacher-forced loss and batched greedy generation."""
+"""Running a model for evaluation: loading it with its adapter merged, teacher-forced loss, batched greedy generation.
+
+Evaluation loads models with plain transformers whatever `train.backend` trained the adapter (the adapter is
+PEFT-format either way), merges the adapter into the weights so the tuned model decodes exactly as fast as
+the base, and generates with `stages/decoding.py` (engine `static`) or transformers' `generate()` (engine
+`generate`: the dynamic-cache reference path, for models whose attention does not go through transformers'
+AttentionInterface).
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
+
+from stages import UserError, decoding, memory
+from stages.backends import compute_dtype, cuda_available, require_cuda_for_4bit
+from stages.base_model import BaseModel
+
+LOGITS_CHUNK = 1024
+"""Tokens whose logits over the vocabulary exist at once in the teacher-forced loss (float32)."""
 
 
 @dataclass
@@ -15,57 +31,195 @@ class Generations:
     new_tokens: list[int]
     """Tokens generated per prompt, EOS included."""
     seconds: float
-    """Wall time of all generate() calls."""
+    """Wall time of generation (prefill and decoding, all batches)."""
+    batch_size: int
+    """Prompts per batch (eval.batch_size, or what `auto` chose)."""
 
     @property
     def tokens_per_second(self) -> float:
         return round(sum(self.new_tokens) / self.seconds, 1)
 
 
-def teacher_forced_loss(model, tokenizer, rows: list[dict], batch_size: int, max_length: int) -> dict:
-    """Mean per-token NLL on the full text and on the completion part only (token-weighted)."""
+@dataclass
+class Decoded:
+    tokens: list[list[int]]
+    """New tokens of each prompt, up to its EOS (inclusive) or the budget."""
+    seconds: float
+    """Wall time of all batches."""
+    batch_size: int
+    """Rows per batch."""
+    prefill_seconds: float | None
+    """The part of `seconds` spent in prefills (static engine; None for generate())."""
+
+
+def load(base: BaseModel, adapter: Path | None, load_in_4bit: bool):
+    """The base model, with `adapter` merged into its weights when given, and its tokenizer.
+
+    With load_in_4bit the base is loaded in NF4 as training saw it, then dequantized to 16-bit before the merge
+    (so the tuned model is base-as-quantized + adapter, run at 16-bit speed). An Unsloth 4-bit run may have
+    trained on a pre-quantized checkpoint that Unsloth maps model.name to; the adapter records its name, and the
+    tuned model is built on that.
+    """
+    require_cuda_for_4bit(load_in_4bit)
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    weights = base.weights
+    if adapter is not None and load_in_4bit:
+        from stages import files
+
+        weights = files.read_json(adapter / "adapter_config.json").get("base_model_name_or_path") or weights
+    kwargs = {}
+    if load_in_4bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype())
+    model = AutoModelForCausalLM.from_pretrained(
+        weights, revision=base.revision, dtype=compute_dtype(), trust_remote_code=base.trust_remote_code,
+        device_map={"": 0} if cuda_available() else None, use_safetensors=True, **kwargs)
+    if load_in_4bit:
+        model = model.dequantize(dtype=compute_dtype())
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    return model.eval(), AutoTokenizer.from_pretrained(base.tokenizer)
+
+
+def free_memory_bytes(device) -> int:
+    """Free memory of the model's device: the GPU's, or the machine's available RAM."""
     import torch
 
-    device = next(model.parameters()).device
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def value_bytes(model) -> int:
+    return next(model.parameters()).element_size()
+
+
+def teacher_forced_loss(model, tokenizer, rows: list[dict], batch_size: int | str, max_length: int) -> dict:
+    """Mean per-token NLL on the full text and on the completion part only (token-weighted).
+
+    Rows are batched by length; logits are computed LOGITS_CHUNK real tokens at a time, never for the whole batch.
+    """
+    import torch
+
+    encoded = [tokenizer(r["text"], truncation=True, max_length=max_length)["input_ids"] for r in rows]
+    prompt_lengths = [len(tokenizer(r["prompt"])["input_ids"]) for r in rows]
+    if batch_size == "auto":
+        batch_size = memory.loss_batch(model.config, free_memory_bytes(model.device), max(map(len, encoded)),
+                                       LOGITS_CHUNK, value_bytes(model))
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
     totals = {"full": [0.0, 0], "response": [0.0, 0]}
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
-        enc = tokenizer([r["text"] for r in batch], return_tensors="pt", padding=True, truncation=True,
-                        max_length=max_length, add_special_tokens=True).to(device)
-        prompt_lengths = [len(tokenizer(r["prompt"])["input_ids"]) for r in batch]
+    for batch in batches(sorted(range(len(rows)), key=lambda i: len(encoded[i])), batch_size):
+        ids, mask = padded([encoded[i] for i in batch], tokenizer.pad_token_id, "right", model.device)
         with torch.no_grad():
-            logits = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits[:, :-1].float()
-        targets = enc.input_ids[:, 1:]
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        real = enc.attention_mask[:, 1:].bool()
-        positions = torch.arange(targets.shape[1], device=device).unsqueeze(0)
-        response = real & (positions >= torch.tensor(prompt_lengths, device=device).unsqueeze(1) - 1)
-        for key, mask in (("full", real), ("response", response)):
-            totals[key][0] += nll[mask].sum().item()
-            totals[key][1] += int(mask.sum())
+            hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+            real = mask[:, 1:].bool()
+            positions = torch.arange(real.shape[1], device=model.device).unsqueeze(0)
+            starts = torch.tensor([prompt_lengths[i] - 1 for i in batch], device=model.device).unsqueeze(1)
+            response = (positions >= starts)[real]
+            states, targets = hidden[real], ids[:, 1:][real]
+            nll = torch.cat([torch.nn.functional.cross_entropy(head(states[s:s + LOGITS_CHUNK]).float(),
+                                                               targets[s:s + LOGITS_CHUNK], reduction="none")
+                             for s in range(0, len(targets), LOGITS_CHUNK)])
+        for key, selected in (("full", nll), ("response", nll[response])):
+            totals[key][0] += selected.sum().item()
+            totals[key][1] += selected.numel()
     return {key: total / max(count, 1) for key, (total, count) in totals.items()}
 
 
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> Generations:
-    """Greedy generation in left-padded batches."""
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int | str, engine: str,
+             label: str) -> Generations:
+    """Greedy generation until EOS or `max_new_tokens`; see `generate_tokens`."""
+    run = generate_tokens(model, [tokenizer(p)["input_ids"] for p in prompts], max_new_tokens, batch_size, engine,
+                          tokenizer.eos_token_id, tokenizer.pad_token_id, label)
+    return Generations(texts=[tokenizer.decode(t, skip_special_tokens=True) for t in run.tokens],
+                       stopped=[bool(t) and t[-1] == tokenizer.eos_token_id for t in run.tokens],
+                       new_tokens=[len(t) for t in run.tokens], seconds=run.seconds, batch_size=run.batch_size)
+
+
+def generate_tokens(model, encoded: list[list[int]], max_new_tokens: int, batch_size: int | str, engine: str,
+                    eos: int | None, pad: int, label: str) -> Decoded:
+    """Greedy new tokens of each prompt (up to its EOS, inclusive; the whole budget when `eos` is None). Prompts are batched by length and left-padded; `batch_size: auto`
+    takes the most rows whose KV cache fits the free memory. Shows a progress bar on a terminal and prints one
+    summary line, `label` first."""
+    import torch
+    from tqdm import tqdm
+
+    longest = max(map(len, encoded))
+    if batch_size == "auto":
+        batch_size = memory.generation_batch(model.config, free_memory_bytes(model.device), longest, max_new_tokens,
+                                             decoding.PREFILL_TOKENS, value_bytes(model))
+    groups = batches(sorted(range(len(encoded)), key=lambda i: len(encoded[i])), batch_size)
+    rows = max(map(len, groups))
+    attention = model.config._attn_implementation
+    run = (static_engine(model, rows, longest, max_new_tokens, eos, pad) if engine == "static"
+           else generate_engine(model, max_new_tokens, eos, pad))
+    new_tokens: dict[int, list[int]] = {}
+    progress = tqdm(total=len(encoded), desc=label, unit="prompt", disable=None, leave=False)
+    began = time.perf_counter()
+    try:
+        for group in groups:
+            filled = group + [group[0]] * (rows - len(group)) if engine == "static" else group
+            ids, mask = padded([encoded[i] for i in filled], pad, "left", model.device)
+            for i, tokens in zip(group, run(ids, mask)):
+                new_tokens[i] = tokens
+            progress.update(len(group))
+            progress.set_postfix(tokens_per_second=round(sum(map(len, new_tokens.values()))
+                                                         / (time.perf_counter() - began)))
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+    finally:
+        progress.close()
+        model.set_attn_implementation(attention)
+    seconds = time.perf_counter() - began
+    outputs = [new_tokens[i] for i in range(len(encoded))]
+    total = sum(map(len, outputs))
+    print(f"{label}: {len(encoded)} prompts, {total:,} new tokens in {seconds:.1f} s ({total / seconds:,.0f} "
+          f"tokens/s; batch {rows}, engine {engine})", flush=True)
+    return Decoded(outputs, seconds, rows, run.prefill_seconds if engine == "static" else None)
+
+
+def static_engine(model, rows: int, prompt_length: int, max_new_tokens: int, eos: int | None, pad: int):
+    """stages/decoding.py's StaticDecoder, with its attention set on the model (a CUDA graph on a GPU)."""
+    decoding.register_attention()
+    model.set_attn_implementation(decoding.ATTENTION)
+    if model.config._attn_implementation != decoding.ATTENTION:
+        raise UserError(f"eval.engine=static: {type(model).__name__} does not route attention through transformers' "
+                        "AttentionInterface; set eval.engine=generate")
+    return decoding.StaticDecoder(model, rows, prompt_length, max_new_tokens, eos, pad, cuda_graph=True)
+
+
+def generate_engine(model, max_new_tokens: int, eos: int | None, pad: int):
+    """transformers' generate() with its dynamic cache: the plain reference path. Without `eos` the whole budget
+    is generated (EOS suppressed until then)."""
+    forced = {} if eos is not None else {"min_new_tokens": max_new_tokens}
+
+    def run(ids, mask) -> list[list[int]]:
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                             eos_token_id=eos, pad_token_id=pad, **forced)
+        rows = out[:, ids.shape[1]:].tolist()
+        return [row[:row.index(eos) + 1] if eos in row else row for row in rows]
+
+    return run
+
+
+def batches(order: list[int], batch_size: int) -> list[list[int]]:
+    """`order` cut into the fewest batches of at most `batch_size`, as even in size as possible."""
+    count = -(-len(order) // batch_size)
+    size = -(-len(order) // count)
+    return [order[start:start + size] for start in range(0, len(order), size)]
+
+
+def padded(sequences: list[list[int]], pad: int, side: str, device):
+    """Token lists -> (ids, attention mask) tensors padded on `side` to the longest."""
     import torch
 
-    device = next(model.parameters()).device
-    tokenizer.padding_side = "left"
-    out = Generations([], [], [], 0.0)
-    for start in range(0, len(prompts), batch_size):
-        enc = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True).to(device)
-        began = time.perf_counter()
-        with torch.no_grad():
-            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        out.seconds += time.perf_counter() - began
-        for row in ids[:, enc.input_ids.shape[1]:].tolist():
-            length = row.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in row else len(row)
-            out.stopped.append(tokenizer.eos_token_id in row)
-            out.new_tokens.append(length)
-            out.texts.append(tokenizer.decode(row[:length], skip_special_tokens=True))
-    tokenizer.padding_side = "right"
-    return out
+    longest = max(map(len, sequences))
+    fill = [[pad] * (longest - len(s)) for s in sequences]
+    ids = [f + s if side == "left" else s + f for s, f in zip(sequences, fill)]
+    mask = [[0] * len(f) + [1] * len(s) if side == "left" else [1] * len(s) + [0] * len(f)
+            for s, f in zip(sequences, fill)]
+    return torch.tensor(ids, device=device), torch.tensor(mask, device=device)

@@ -12,6 +12,10 @@ when nothing is recomputed; frozen weights need no gradients, and LoRA's own ten
 
 The peak is then what the loaded model already holds plus tokens x bytes per token. tests/test_memory.py
 checks the estimate against the peaks measured on the H200 (reports/bench/*.json).
+
+Evaluation (`eval.batch_size: auto`) needs no gradients: a generation batch holds the KV cache of every row
+for prompt + budget tokens (layers x KV heads x head dim x 2 x bytes per token) plus one prefill chunk's
+activations; a loss batch holds one layer's activations of every token at a time.
 """
 
 from __future__ import annotations
@@ -54,3 +58,40 @@ def choose_checkpointing(setting: str, estimated_gib: float | None, gpu_gib: flo
     if estimated_gib is None or gpu_gib is None:
         return False
     return estimated_gib > AUTO_BUDGET * gpu_gib
+
+
+AUTO_EVAL_SHARE = 0.9
+"""`eval.batch_size: auto` fills at most this share of the memory that is free once the model is loaded."""
+
+
+def kv_bytes_per_token(model_config, value_bytes: int) -> int:
+    """K and V of one token in every layer."""
+    head_dim = getattr(model_config, "head_dim", None) or model_config.hidden_size // model_config.num_attention_heads
+    return model_config.num_hidden_layers * model_config.num_key_value_heads * head_dim * 2 * value_bytes
+
+
+def forward_bytes_per_token(model_config, value_bytes: int) -> int:
+    """What one layer of an inference forward holds per token at its peak: gate, up and their product, the
+    hidden state and its norm, attention input and output, and K/V repeated to every query head."""
+    h, i = model_config.hidden_size, model_config.intermediate_size
+    head_dim = getattr(model_config, "head_dim", None) or h // model_config.num_attention_heads
+    return value_bytes * (3 * i + 4 * h + 2 * model_config.num_attention_heads * head_dim)
+
+
+def generation_batch(model_config, free_bytes: int, prompt_tokens: int, max_new_tokens: int, prefill_tokens: int,
+                     value_bytes: int) -> int:
+    """The most rows whose KV cache (prompt + budget) fits in AUTO_EVAL_SHARE of `free_bytes`, after one
+    prefill chunk of `prefill_tokens` tokens and each row's logits over the vocabulary."""
+    per_row = (kv_bytes_per_token(model_config, value_bytes) * (prompt_tokens + max_new_tokens)
+               + model_config.vocab_size * (value_bytes + 4))
+    usable = AUTO_EVAL_SHARE * free_bytes - prefill_tokens * forward_bytes_per_token(model_config, value_bytes)
+    return max(1, int(usable // per_row))
+
+
+def loss_batch(model_config, free_bytes: int, longest_row_tokens: int, logits_chunk_tokens: int,
+               value_bytes: int) -> int:
+    """The most rows of `longest_row_tokens` whose forward fits in AUTO_EVAL_SHARE of `free_bytes`, after the
+    float32 logits of one chunk of `logits_chunk_tokens` tokens."""
+    per_row = longest_row_tokens * (forward_bytes_per_token(model_config, value_bytes) + model_config.hidden_size * value_bytes)
+    usable = AUTO_EVAL_SHARE * free_bytes - logits_chunk_tokens * model_config.vocab_size * 4 * 2
+    return max(1, int(usable // per_row))

@@ -143,3 +143,24 @@ def bench_bars(results: list[dict], path: Path) -> None:
     speed.set_title(f"LoRA training speed, 8B architecture ({device})")
     memory.set_title("Peak memory")
     _save(fig, path)
+
+
+def generation_bars(results: list[dict], path: Path) -> None:
+    """Generation benchmark: new tokens/s of each variant, and the bandwidth roofline of its batch as a tick."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(8, 1.5 * len(results)), 4.8))
+    speeds = [r["tokens_per_second"] for r in results]
+    ceilings = [r["batch_size"] / r["roofline"]["ms_per_step"] * 1000 for r in results]
+    colors = [TUNED_COLOR if r["name"].startswith("tuned") else BASE_COLOR for r in results]
+    bars = ax.bar(range(len(results)), speeds, color=colors)
+    ax.bar_label(bars, fmt="%.0f", fontsize=8)
+    ax.scatter(range(len(results)), ceilings, marker="_", s=900, color="black", label="bandwidth roofline")
+    ax.set_xticks(range(len(results)), [r["name"].rsplit("-", 2)[0] + f"\n{r['engine']}, batch {r['batch_size']}"
+                                        for r in results], fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("new tokens/s (log scale)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"Greedy decoding, {results[0]['prompt_tokens']}-token prompts, {results[0]['max_new_tokens']} new "
+                 f"tokens ({results[0].get('device', '')})")
+    _save(fig, path)

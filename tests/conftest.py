@@ -34,7 +34,8 @@ class Workdir:
         (self.path / "params.yaml").write_text(yaml.safe_dump(tree))
 
     def run(self, stage: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-        environment = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", **(env or {})}
+        python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        environment = {**os.environ, "PYTHONPATH": python_path, "HF_HUB_OFFLINE": "1", **(env or {})}
         result = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=self.path, env=environment,
                                 capture_output=True, text=True, timeout=600)
         if check and result.returncode != 0:

@@ -38,9 +38,3 @@ def add_lora(model, lora, seed: int, gradient_checkpointing):
                         target_modules=lora.target_modules, use_rslora=lora.use_rslora, bias="none",
                         task_type="CAUSAL_LM")
     return get_peft_model(model, config)
-
-
-def for_inference(model):
-    model.eval()
-    model.config.use_cache = True
-    return model

@@ -27,9 +27,3 @@ def add_lora(model, lora, seed: int, gradient_checkpointing):
         model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
         use_rslora=lora.use_rslora, bias="none", random_state=seed,
         use_gradient_checkpointing="unsloth" if gradient_checkpointing else False)
-
-
-def for_inference(model):
-    from unsloth import FastLanguageModel
-
-    return FastLanguageModel.for_inference(model)

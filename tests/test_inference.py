@@ -1,0 +1,175 @@
+"""stages/inference.py and stages/decoding.py on the tiny model: the static engine against generate(), the chunked
+loss against full logits, merged against unmerged adapters, and `eval.batch_size: auto` sizing."""
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from stages import files, inference, memory
+from stages.base_model import BaseModel
+from tests.conftest import REPO, Workdir, small
+
+LLAMA_8B = SimpleNamespace(**json.loads((REPO / "models/configs/DeepSeek-R1-Distill-Llama-8B/config.json").read_text()))
+GIB = 2**30
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Workdir:
+    """The tiny base model and an adapter trained for 30 steps on 40 rows (it learns to close </think> and stop)."""
+    workdir = Workdir(tmp_path_factory.mktemp("trained"))
+    workdir.params(small({"train.max_steps": 30, "train.save_steps": 30, "data.max_rows": 60, "data.eval_rows": 7}))
+    workdir.run("prepare")
+    workdir.run("train")
+    return workdir
+
+
+@pytest.fixture
+def inside(trained):
+    """Run in the trained workdir (models/base/base.json names its weights relative to it)."""
+    cwd = os.getcwd()
+    os.chdir(trained.path)
+    yield trained
+    os.chdir(cwd)
+
+
+def load(adapter: bool):
+    """The tiny model in float32 also on a GPU: in bf16 a random model's near-tied logits let two correct kernels
+    pick different tokens, which would hide what these tests compare."""
+    model, tokenizer = inference.load(BaseModel.read("models/base"), Path("models/adapter") if adapter else None, False)
+    return model.float(), tokenizer
+
+
+@pytest.mark.parametrize("adapter", [False, True])
+def test_static_engine_writes_what_generate_writes(inside, adapter):
+    """Same greedy tokens from both engines on 7 prompts of different lengths in batches of 3 (3 + 3 + 1: the
+    static engine pads the short batch with dummy rows)."""
+    model, tokenizer = load(adapter)
+    prompts = [r["prompt"] for r in files.read_jsonl("data/prepared/eval.jsonl")]
+    prompts[1] = prompts[1][:40]  # a short prompt: left padding in its batch
+    plain = inference.generate(model, tokenizer, prompts, 48, 3, "generate", "generate")
+    fast = inference.generate(model, tokenizer, prompts, 48, 3, "static", "static")
+    assert fast.texts == plain.texts
+    assert fast.new_tokens == plain.new_tokens and fast.stopped == plain.stopped
+    assert fast.batch_size == plain.batch_size == 3
+    assert len(set(fast.texts)) > 1
+
+
+def test_both_engines_stop_each_row_at_its_first_eos(inside):
+    """With a frequent token standing in for EOS, rows stop at different steps; both engines cut them alike."""
+    model, tokenizer = load(True)
+    encoded = [tokenizer(r["prompt"])["input_ids"] for r in files.read_jsonl("data/prepared/eval.jsonl")]
+    pad = tokenizer.pad_token_id
+    free_running = inference.generate_tokens(model, encoded, 32, 3, "generate", None, pad, "no stop").tokens
+    counts = {}
+    for row in free_running:
+        for token in set(row):
+            counts[token] = counts.get(token, 0) + 1
+    stop = max(counts, key=lambda t: (counts[t] < len(encoded), counts[t]))  # in most rows, not all
+    plain = inference.generate_tokens(model, encoded, 32, 3, "generate", stop, pad, "generate").tokens
+    fast = inference.generate_tokens(model, encoded, 32, 3, "static", stop, pad, "static").tokens
+    assert fast == plain
+    assert all(row.count(stop) <= 1 for row in fast)
+    assert len({len(row) for row in fast}) > 2  # rows stopped at different steps (or never)
+
+
+def test_static_engine_without_eos_generates_the_whole_budget(inside):
+    model, tokenizer = load(True)
+    encoded = [tokenizer(r["prompt"])["input_ids"] for r in files.read_jsonl("data/prepared/eval.jsonl")]
+    run = inference.generate_tokens(model, encoded, 20, "auto", "static", None, tokenizer.pad_token_id, "forced")
+    assert [len(t) for t in run.tokens] == [20] * len(encoded)
+    assert run.batch_size == len(encoded)  # auto: the tiny model's cache of every prompt fits in one batch
+
+
+def test_chunked_loss_matches_the_loss_of_full_logits(inside, monkeypatch):
+    """The loss computed LOGITS_CHUNK tokens at a time, rows batched by length, equals the plain computation."""
+    model, tokenizer = load(True)
+    rows = files.read_jsonl("data/prepared/eval.jsonl")
+    monkeypatch.setattr(inference, "LOGITS_CHUNK", 37)  # several chunks per batch
+    chunked = inference.teacher_forced_loss(model, tokenizer, rows, 3, 2048)
+    full, response = [], []
+    for row in rows:
+        ids = torch.tensor([tokenizer(row["text"])["input_ids"]])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, :-1]
+        nll = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="none")
+        full.append(nll)
+        response.append(nll[len(tokenizer(row["prompt"])["input_ids"]) - 1:])
+    assert chunked["full"] == pytest.approx(torch.cat(full).mean().item(), rel=1e-6)
+    assert chunked["response"] == pytest.approx(torch.cat(response).mean().item(), rel=1e-6)
+
+
+def test_merged_adapter_gives_the_loss_of_the_unmerged_one(inside):
+    """Merging W + BA into the weights changes float32 rounding only: within 1e-5 relative."""
+    from peft import PeftModel
+
+    rows = files.read_jsonl("data/prepared/eval.jsonl")
+    base, tokenizer = load(False)
+    unmerged = PeftModel.from_pretrained(base, "models/adapter").eval()
+    merged, _ = load(True)
+    loss_unmerged = inference.teacher_forced_loss(unmerged, tokenizer, rows, 4, 2048)
+    loss_merged = inference.teacher_forced_loss(merged, tokenizer, rows, 4, 2048)
+    assert loss_merged["full"] == pytest.approx(loss_unmerged["full"], rel=1e-5)
+    assert loss_merged["response"] == pytest.approx(loss_unmerged["response"], rel=1e-5)
+    base_loss = inference.teacher_forced_loss(load(False)[0], tokenizer, rows, 4, 2048)
+    assert base_loss["full"] > loss_merged["full"] + 1  # the adapter is really in the merged weights
+
+
+def test_auto_generation_batch_fills_free_memory_with_kv_cache():
+    """The 8B (bf16) with 320-token prompts and a 512-token budget: 128 KiB of K/V per token."""
+    kv_row = memory.kv_bytes_per_token(LLAMA_8B, 2) * (320 + 512)
+    assert memory.kv_bytes_per_token(LLAMA_8B, 2) == 128 * 1024
+    h200 = memory.generation_batch(LLAMA_8B, 123 * GIB, 320, 512, 16384, 2)  # an H200 after the weights
+    assert 900 < h200 < 1100
+    assert h200 * kv_row <= 0.9 * 123 * GIB < (h200 + 30) * kv_row  # full, less a prefill chunk and the logits
+    small_card = memory.generation_batch(LLAMA_8B, 7 * GIB, 320, 512, 16384, 2)  # a 24 GB card after the weights
+    assert 30 < small_card < 70
+    longer = memory.generation_batch(LLAMA_8B, 123 * GIB, 320, 1344, 16384, 2)  # twice the tokens per row
+    assert longer == pytest.approx(h200 / 2, rel=0.02)
+    assert memory.generation_batch(LLAMA_8B, 1 * GIB, 320, 512, 16384, 2) == 1  # never below one row
+
+
+def test_auto_loss_batch_bounds_one_layer_of_activations():
+    rows = memory.loss_batch(LLAMA_8B, 123 * GIB, 2048, inference.LOGITS_CHUNK, 2)
+    assert 250 < rows < 500
+    assert rows * 2048 * memory.forward_bytes_per_token(LLAMA_8B, 2) < 0.9 * 123 * GIB
+    assert memory.loss_batch(LLAMA_8B, 123 * GIB, 4096, inference.LOGITS_CHUNK, 2) == pytest.approx(rows / 2, abs=1)
+
+
+def test_batches_cut_sorted_prompts_into_the_fewest_batches():
+    assert inference.batches(list(range(10)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert inference.batches(list(range(9)), 8) == [[0, 1, 2, 3, 4], [5, 6, 7, 8]]
+    assert inference.batches(list(range(24)), 8) == [list(range(0, 8)), list(range(8, 16)), list(range(16, 24))]
+    assert inference.batches([5], 64) == [[5]]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="NF4 needs a CUDA GPU")
+def test_4bit_base_is_dequantized_before_the_merge(inside, tmp_path):
+    """The tuned 4-bit model is evaluated as NF4-dequantized base + merged adapter: its loss matches the adapter
+    applied to the 4-bit model layer by layer (bf16 rounding only)."""
+    from peft import LoraConfig, get_peft_model
+
+    rows = files.read_jsonl("data/prepared/eval.jsonl")
+    base = BaseModel.read("models/base")
+    quantized, tokenizer = inference.load(base, None, True)
+    assert not any("4bit" in type(m).__name__ for m in quantized.modules())  # dequantized
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    four_bit = AutoModelForCausalLM.from_pretrained(base.weights, device_map={"": 0}, dtype=torch.bfloat16,
+                                                    quantization_config=BitsAndBytesConfig(
+                                                        load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                        bnb_4bit_use_double_quant=True,
+                                                        bnb_4bit_compute_dtype=torch.bfloat16))
+    torch.manual_seed(0)
+    peft = get_peft_model(four_bit, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"]))
+    for name, weight in peft.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(weight, std=0.05)
+    peft.save_pretrained(tmp_path / "adapter")
+    unmerged = inference.teacher_forced_loss(peft.eval(), tokenizer, rows, 4, 2048)["full"]
+    merged_model, _ = inference.load(base, tmp_path / "adapter", True)
+    merged = inference.teacher_forced_loss(merged_model, tokenizer, rows, 4, 2048)["full"]
+    assert merged == pytest.approx(unmerged, rel=1e-2)
