@@ -1,4 +1,17 @@
-"""The pipeline's stages (prepare, train, evaluate, report) and the library they share."""
+"""The pipeline's stages (prepare, train, evaluate, report) and the library they share.
+
+Importing this package pins the CPU's math to code paths that compute the same bits on every x86-64 CPU with
+AVX2, Intel or AMD (README "Reliability"): MKL's vendor-neutral branch (its faster branches differ between
+vendors) and ATen's AVX2 kernels (AVX-512 kernels round differently). It must happen before torch loads, and
+every stage imports this package first.
+"""
+
+import os
+import platform
+
+if platform.machine().lower() in ("x86_64", "amd64"):
+    os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
+    os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
 
 
 class UserError(Exception):

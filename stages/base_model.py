@@ -54,7 +54,7 @@ def materialize(model_cfg, texts: list[str], seed: int, max_seq_length: int, wor
         base = BaseModel(str(final_dir), None, str(final_dir), init="random")
     else:
         tokenizer = load_tokenizer(model_cfg.name, model_cfg.revision, model_cfg.trust_remote_code)
-        tokenizer.save_pretrained(work_dir)
+        save_tokenizer(tokenizer, work_dir)
         base = BaseModel(model_cfg.name, model_cfg.revision, str(final_dir), model_cfg.trust_remote_code)
     (work_dir / BASE_FILE).write_text(json.dumps(asdict(base), indent=2) + "\n")
     return tokenizer
@@ -67,7 +67,7 @@ def has_tokenizer(name: str) -> bool:
 def save_random_model(config_dir: str, tokenizer, seed: int, out_dir: Path) -> None:
     """The architecture in `config_dir` with seeded random weights (bf16 on a GPU), saved with `tokenizer`."""
     random_model(config_dir, tokenizer, seed).save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
+    save_tokenizer(tokenizer, out_dir)
 
 
 def random_model(config_dir: str, tokenizer, seed: int):
@@ -87,6 +87,13 @@ def random_model(config_dir: str, tokenizer, seed: int):
     torch.manual_seed(seed)
     with torch.device("cuda" if cuda else "cpu"):
         return AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16 if cuda else torch.float32)
+
+
+def save_tokenizer(tokenizer, directory: Path) -> None:
+    """save_pretrained without what only describes this process: transformers records `local_files_only` (true
+    under HF_HUB_OFFLINE=1) in tokenizer_config.json, which would make the same run's files differ by environment."""
+    tokenizer.init_kwargs.pop("local_files_only", None)
+    tokenizer.save_pretrained(directory)
 
 
 def load_tokenizer(name: str, revision: str | None, trust_remote_code: bool):

@@ -32,8 +32,8 @@ from typing import Iterator
 
 import numpy as np
 
-from stages import (UserError, backends, base_model, config, dataset, files, inference, memory, plots, prompts, sources,
-                    tiny, trainer)
+from stages import (UserError, backends, base_model, config, dataset, files, inference, memory, plots, prompts,
+                    runtime, sources, tiny, trainer)
 from stages.base_model import BaseModel
 from stages.tasks import medical_cot
 
@@ -64,9 +64,8 @@ def random_weights(bench, tokenizer, seed: int) -> Path:
 
 def flops_per_token(model_config, n_lora: int, mean_context: float) -> float:
     hidden, layers = model_config.hidden_size, model_config.num_hidden_layers
-    head_dim = getattr(model_config, "head_dim", None) or hidden // model_config.num_attention_heads
-    q_out = model_config.num_attention_heads * head_dim
-    kv_out = model_config.num_key_value_heads * head_dim
+    q_out = model_config.num_attention_heads * memory.head_dim(model_config)
+    kv_out = model_config.num_key_value_heads * memory.head_dim(model_config)
     per_layer = hidden * (q_out + 2 * kv_out) + q_out * hidden + 3 * hidden * model_config.intermediate_size
     matmul = layers * per_layer + hidden * model_config.vocab_size  # + lm_head; embeddings are lookups
     return 4 * matmul + 6 * n_lora + 6 * layers * q_out * mean_context
@@ -179,9 +178,9 @@ def step_marker(warmup: int):
 def run(args) -> dict:
     params = config.load()
     bench = params.bench
-    cuda = backends.cuda_available()
+    cuda = runtime.cuda_available()
     if args.precision == "4bit":
-        backends.require_cuda_for_4bit(True)
+        runtime.require_cuda_for_4bit(True)
     if args.profile_steps and not cuda:
         raise UserError("--profile-steps profiles GPU kernels and needs a CUDA GPU; drop it on this machine")
     train = dataclasses.replace(
@@ -200,7 +199,7 @@ def run(args) -> dict:
     weights = str(random_weights(bench, tokenizer, params.seed))
 
     backend = backends.get(args.backend)
-    trainer.seed_everything(params.seed)
+    runtime.setup(params.seed)
     model, _ = backend.load(BaseModel(weights, None, weights, init="random"), train)
     checkpointing, estimated_peak = trainer.decide_checkpointing(train, model, lengths.tolist())
     model = backend.add_lora(model, params.lora, params.seed, checkpointing)
@@ -219,7 +218,7 @@ def run(args) -> dict:
         result["profile"] = callbacks[-1].breakdown
     mean_context = float((lengths ** 2).sum() / lengths.sum())
     flops = flops_per_token(model.config, n_lora, mean_context)
-    peak = trainer.peak_memory()
+    peak = {"device": runtime.device_name(), **runtime.peak_memory()}
     if cuda:
         model.config.use_cache = False
         probes = probe_lengths(model, tokenizer(rows[0]["text"])["input_ids"], bench.seq_probe_lengths,
@@ -297,7 +296,8 @@ def measure_generation(model, name: str, engine: str, batch_size, encoded: list[
     return {"name": name, "engine": engine, "batch": batch_size, "batch_size": run.batch_size,
             "prompts": len(encoded), "new_tokens": new_tokens, "seconds": round(run.seconds, 2),
             "tokens_per_second": round(new_tokens / run.seconds, 1), "ms_per_step": round(ms_per_step, 3), **timing,
-            "roofline": {**bound, "fraction": round(bound["ms_per_step"] / ms_per_step, 4)}, **trainer.peak_memory()}
+            "roofline": {**bound, "fraction": round(bound["ms_per_step"] / ms_per_step, 4)},
+            "device": runtime.device_name(), **runtime.peak_memory()}
 
 
 def generate(params) -> Iterator[dict]:
@@ -305,6 +305,7 @@ def generate(params) -> Iterator[dict]:
     then with a random LoRA, unmerged and merged, at bench.generate.batch_size and at the auto batch; each result
     as soon as it is measured."""
     bench, gen = params.bench, params.bench.generate
+    runtime.setup(params.seed)
     rows = bench_rows(bench)
     tokenizer = bench_tokenizer(bench, rows)
     encoded, pad = generation_prompts(bench, tokenizer, rows), tokenizer.pad_token_id

@@ -1,10 +1,12 @@
-"""Resuming training: which checkpoint in models/checkpoints/ may continue the current run.
+"""Resuming training: where a run keeps its checkpoints, and which one may continue it.
 
-A checkpoint counts only when it is complete and was written for the same run. After the trainer has
-written `checkpoint-N/`, a callback adds `resume.json` (atomically) holding a fingerprint of what the run
-depends on (seed, lora.*, train.* except bookkeeping knobs, the prepared training rows, the base model's
-identity, the code under stages/) and the step log so far. A directory without it (killed mid-save), with
-another fingerprint, or at the run's last step (resuming there would train one step more) is never loaded.
+Checkpoints are not a DVC output (an output DVC must keep between runs, `persist`, would keep train out of
+the run-cache). Each run writes them to models/checkpoints/<fingerprint>/, a git-ignored folder named by a
+fingerprint of what the run depends on (seed, lora.*, train.* except bookkeeping knobs, the prepared training
+rows, the base model's identity, the code under stages/). After the trainer has written `checkpoint-N/`, a
+callback adds `resume.json` (atomically) with the fingerprint and the step log so far. A directory without it
+(killed mid-save), with another fingerprint, or at the run's last step (resuming there would train one step
+more) is never loaded. A finished run deletes its folder: checkpoints exist only while a run is incomplete.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ def fingerprint(params, train_rows_file: Path, base_dir: Path) -> str:
     return digest.hexdigest()
 
 
+def run_dir(root: Path, run_fingerprint: str) -> Path:
+    """Where the run with this fingerprint keeps its checkpoints."""
+    return root / run_fingerprint[:16]
+
+
 def step_of(path: Path) -> int:
     return int(path.name.rsplit("-", 1)[-1])
 
@@ -55,7 +62,7 @@ def find_resumable(directory: Path, run_fingerprint: str, max_steps: int) -> Pat
 
 
 def clear(directory: Path) -> None:
-    """Drop checkpoints of other runs (other params or data) before a fresh start."""
+    """Drop a run's checkpoints: before it starts from step 0, and once it has finished."""
     shutil.rmtree(directory, ignore_errors=True)
 
 

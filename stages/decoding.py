@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import time
 
+from stages import memory
+
 ATTENTION = "static_cache_gqa"
 """Name under which the decode attention is registered with transformers' AttentionInterface."""
 CHECK_EVERY = 16
@@ -36,8 +38,7 @@ class StaticKVCache:
     def __init__(self, model_config, rows: int, length: int, dtype, device):
         import torch
 
-        head_dim = getattr(model_config, "head_dim", None) or model_config.hidden_size // model_config.num_attention_heads
-        shape = (rows, model_config.num_key_value_heads, length, head_dim)
+        shape = (rows, model_config.num_key_value_heads, length, memory.head_dim(model_config))
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(model_config.num_hidden_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(model_config.num_hidden_layers)]
         self.position = torch.zeros((), dtype=torch.long, device=device)

@@ -14,8 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages import UserError, decoding, memory
-from stages.backends import compute_dtype, cuda_available, require_cuda_for_4bit
+from stages import UserError, decoding, files, memory, runtime
 from stages.base_model import BaseModel
 
 LOGITS_CHUNK = 1024
@@ -60,24 +59,14 @@ def load(base: BaseModel, adapter: Path | None, load_in_4bit: bool):
     trained on a pre-quantized checkpoint that Unsloth maps model.name to; the adapter records its name, and the
     tuned model is built on that.
     """
-    require_cuda_for_4bit(load_in_4bit)
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from transformers import AutoTokenizer
 
     weights = base.weights
     if adapter is not None and load_in_4bit:
-        from stages import files
-
         weights = files.read_json(adapter / "adapter_config.json").get("base_model_name_or_path") or weights
-    kwargs = {}
+    model = runtime.from_pretrained(weights, base.revision, base.trust_remote_code, load_in_4bit)
     if load_in_4bit:
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute_dtype())
-    model = AutoModelForCausalLM.from_pretrained(
-        weights, revision=base.revision, dtype=compute_dtype(), trust_remote_code=base.trust_remote_code,
-        device_map={"": 0} if cuda_available() else None, use_safetensors=True, **kwargs)
-    if load_in_4bit:
-        model = model.dequantize(dtype=compute_dtype())
+        model = model.dequantize(dtype=runtime.compute_dtype())
     if adapter is not None:
         from peft import PeftModel
 
@@ -142,9 +131,10 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
 
 def generate_tokens(model, encoded: list[list[int]], max_new_tokens: int, batch_size: int | str, engine: str,
                     eos: int | None, pad: int, label: str) -> Decoded:
-    """Greedy new tokens of each prompt (up to its EOS, inclusive; the whole budget when `eos` is None). Prompts are batched by length and left-padded; `batch_size: auto`
-    takes the most rows whose KV cache fits the free memory. Shows a progress bar on a terminal and prints one
-    summary line, `label` first."""
+    """Greedy new tokens of each prompt (up to its EOS, inclusive; the whole budget when `eos` is None).
+
+    Prompts are batched by length and left-padded; `batch_size: auto` takes the most rows whose KV cache fits the
+    free memory. Shows a progress bar on a terminal and prints one summary line, `label` first."""
     import torch
     from tqdm import tqdm
 

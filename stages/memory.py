@@ -21,6 +21,12 @@ activations; a loss batch holds one layer's activations of every token at a time
 from __future__ import annotations
 
 BF16 = 2
+
+
+def head_dim(model_config) -> int:
+    """Width of one attention head (configs state it, or it is hidden size over heads)."""
+    return getattr(model_config, "head_dim", None) or model_config.hidden_size // model_config.num_attention_heads
+
 AUTO_BUDGET = 0.7
 """`auto` turns recomputation off when the estimated peak is at most this share of the GPU's memory: the
 rest is for the allocator's fragmentation (reserved/allocated up to 1.42 measured, hf's padded batches),
@@ -30,8 +36,7 @@ the CUDA context and evaluation."""
 def activation_bytes_per_token(model_config, backend: str) -> int:
     """Bytes kept for the backward pass per token of a micro-batch, with no recomputation."""
     h, i, layers = model_config.hidden_size, model_config.intermediate_size, model_config.num_hidden_layers
-    head_dim = getattr(model_config, "head_dim", None) or h // model_config.num_attention_heads
-    kv = model_config.num_key_value_heads * head_dim
+    kv = model_config.num_key_value_heads * head_dim(model_config)
     if backend == "unsloth":
         return layers * BF16 * (6 * h + 2 * kv + 2 * i)
     norms_fp32 = 2 * 2 * 4 * h
@@ -66,16 +71,15 @@ AUTO_EVAL_SHARE = 0.9
 
 def kv_bytes_per_token(model_config, value_bytes: int) -> int:
     """K and V of one token in every layer."""
-    head_dim = getattr(model_config, "head_dim", None) or model_config.hidden_size // model_config.num_attention_heads
-    return model_config.num_hidden_layers * model_config.num_key_value_heads * head_dim * 2 * value_bytes
+    layers, kv_heads = model_config.num_hidden_layers, model_config.num_key_value_heads
+    return layers * kv_heads * head_dim(model_config) * 2 * value_bytes
 
 
 def forward_bytes_per_token(model_config, value_bytes: int) -> int:
     """What one layer of an inference forward holds per token at its peak: gate, up and their product, the
     hidden state and its norm, attention input and output, and K/V repeated to every query head."""
     h, i = model_config.hidden_size, model_config.intermediate_size
-    head_dim = getattr(model_config, "head_dim", None) or h // model_config.num_attention_heads
-    return value_bytes * (3 * i + 4 * h + 2 * model_config.num_attention_heads * head_dim)
+    return value_bytes * (3 * i + 4 * h + 2 * model_config.num_attention_heads * head_dim(model_config))
 
 
 def generation_batch(model_config, free_bytes: int, prompt_tokens: int, max_new_tokens: int, prefill_tokens: int,
@@ -92,6 +96,7 @@ def loss_batch(model_config, free_bytes: int, longest_row_tokens: int, logits_ch
                value_bytes: int) -> int:
     """The most rows of `longest_row_tokens` whose forward fits in AUTO_EVAL_SHARE of `free_bytes`, after the
     float32 logits of one chunk of `logits_chunk_tokens` tokens."""
-    per_row = longest_row_tokens * (forward_bytes_per_token(model_config, value_bytes) + model_config.hidden_size * value_bytes)
+    per_token = forward_bytes_per_token(model_config, value_bytes) + model_config.hidden_size * value_bytes
+    per_row = longest_row_tokens * per_token
     usable = AUTO_EVAL_SHARE * free_bytes - logits_chunk_tokens * model_config.vocab_size * 4 * 2
     return max(1, int(usable // per_row))

@@ -52,24 +52,27 @@ def _memory(metrics: dict) -> tuple[float, str]:
     return metrics.get("peak_rss_gib", 0.0), "peak process memory, RSS (GiB)"
 
 
-def throughput_memory(steps: list[dict], backend: str, train: dict, evaluation: dict, path: Path) -> None:
-    """Training tokens/s per step, and peak memory of the train and evaluate stages (their perf.json)."""
+def throughput_memory(step_times: list[dict], backend: str, device: str, train: dict, evaluation: dict,
+                      path: Path) -> None:
+    """Training tokens/s per step, and peak memory of the train and evaluate stages (their perf.json; `evaluation`
+    maps base and tuned to theirs)."""
     plt = _pyplot()
     fig, (speed, memory) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [2, 1]})
-    speed.plot([r["step"] for r in steps], [r["tokens_per_second"] for r in steps], color=TUNED_COLOR,
+    speed.plot([r["step"] for r in step_times], [r["tokens_per_second"] for r in step_times], color=TUNED_COLOR,
                label="per logged step")
     speed.axhline(train["tokens_per_second"], color="black", linestyle="--",
                   label=f"whole run: {train['tokens_per_second']:,.0f} tokens/s")
     speed.set_xlabel("optimizer step")
     speed.set_ylabel("training throughput (non-pad tokens/s)")
-    speed.set_title(f"Throughput ({backend} on {train['device']})")
+    speed.set_title(f"Throughput ({backend} on {device})")
     speed.legend(loc="lower right")
     speed.grid(alpha=0.3)
-    (train_mem, label), (eval_mem, _) = _memory(train), _memory(evaluation)
-    bars = memory.bar(["train", "evaluate"], [train_mem, eval_mem], color=[TUNED_COLOR, BASE_COLOR],
+    train_mem, label = _memory(train)
+    peaks = [train_mem, _memory(evaluation["base"])[0], _memory(evaluation["tuned"])[0]]
+    bars = memory.bar(["train", "evaluate base", "evaluate tuned"], peaks, color=[TUNED_COLOR, BASE_COLOR, TUNED_COLOR],
                       label="peak memory")
     memory.bar_label(bars, fmt="%.2f")
-    memory.set_ylim(0, max(train_mem, eval_mem, 1e-3) * 1.3)
+    memory.set_ylim(0, max(*peaks, 1e-3) * 1.3)
     memory.set_ylabel(label)
     memory.set_xlabel("stage")
     memory.set_title("Peak memory")

@@ -7,7 +7,8 @@ Reads   params.yaml (seed, data.*, model.*, train.max_seq_length) and the source
 Writes  data/prepared/train.jsonl, data/prepared/eval.jsonl   (the task's fields + question, answer, prompt,
                                                               completion, text, n_tokens)
         models/base/                                          (tiny: tokenizer + random Llama; else: tokenizer + base.json)
-        reports/prepare/stats.json                            (rows read/kept/skipped by reason, duplicates, token lengths)
+        reports/prepare/stats.json                            (numbers only: rows read/kept/skipped by reason,
+                                                              duplicates, long rows, token lengths)
 The tiny tokenizer is trained here, on the training texts, so every text ends with the model's own EOS
 and the token statistics are counted with the tokenizer that train will use.
 """
@@ -25,11 +26,10 @@ BASE = Path("models/base")
 STATS = Path("reports/prepare/stats.json")
 
 
-def token_stats(lengths: list[int], max_seq_length: int) -> dict:
+def token_stats(lengths: list[int]) -> dict:
     lengths = np.asarray(lengths)
     return {"p50": int(np.percentile(lengths, 50)), "p95": int(np.percentile(lengths, 95)),
-            "max": int(lengths.max()), "mean": round(float(lengths.mean()), 1), "total": int(lengths.sum()),
-            "max_seq_length": max_seq_length}
+            "max": int(lengths.max()), "mean": round(float(lengths.mean()), 1), "total": int(lengths.sum())}
 
 
 def check_template_fits(tokenizer, max_seq_length: int) -> None:
@@ -76,12 +76,10 @@ def main() -> None:
     files.write_jsonl(PREPARED / "train.jsonl", [{**r, "n_tokens": n} for r, n in zip(train_rows, train_lengths)])
     files.write_jsonl(PREPARED / "eval.jsonl", [{**r, "n_tokens": n} for r, n in zip(eval_rows, eval_lengths)])
     files.write_json(STATS, {
-        "task": data.task, "source": source, "config": data.config, "rows_read": cleaned.rows_read, "rows_kept": cleaned.rows_kept,
+        "rows_read": cleaned.rows_read, "rows_kept": cleaned.rows_kept,
         "rows_skipped": sum(cleaned.skipped.values()), "skipped_by_reason": dict(sorted(cleaned.skipped.items())),
         "duplicates": cleaned.duplicates, "train_rows": len(train_rows), "eval_rows": len(eval_rows),
-        "eos_token": tokenizer.eos_token, "rows_longer_than_max_seq_length": long_rows,
-        "on_long_row": data.on_long_row,
-        "tokens": token_stats(lengths, max_len)})
+        "rows_longer_than_max_seq_length": long_rows, "tokens": token_stats(lengths)})
     print(f"prepare: {len(train_rows)} train / {len(eval_rows)} eval rows from {source}; "
           f"skipped {sum(cleaned.skipped.values())}, duplicates {cleaned.duplicates}")
 

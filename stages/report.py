@@ -2,9 +2,9 @@
 
     python -m stages.report
 
-Reads   params.yaml (model.name, data.source, data.config, train.*, lora.*) for the params table,
-        reports/prepare/stats.json, reports/train/{metrics.json,perf.json,steps.csv,eval_loss.csv},
-        reports/eval/{metrics.json,perf.json,samples.jsonl}
+Reads   params.yaml (seed, model.name, data.task, data.source, data.config, train.*, lora.*) for the params table,
+        reports/prepare/stats.json, reports/train/{metrics,perf,run}.json, reports/train/{steps,step_times,
+        eval_loss}.csv, reports/eval/{base,tuned}/{metrics,perf}.json, reports/eval/samples.jsonl
 Writes  reports/figures/loss.png, reports/figures/throughput_memory.png, reports/figures/before_after.png,
         reports/figures/ner_f1_by_type.png (cmeee_ner only),
         reports/report.md (params, base-vs-tuned table, the figures, three sample generations side by side)
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages import config, files, plots
+from stages import config, files, plots, sources, tasks
 from stages.metrics import LOSSES, RATES
 
 REPORTS = Path("reports")
@@ -64,27 +64,28 @@ def samples_section(samples: list[dict]) -> list[str]:
     return lines
 
 
-def build_markdown(params, stats: dict, train: dict, train_perf: dict, evaluation: dict,
+def build_markdown(params, stats: dict, train: dict, train_perf: dict, run: dict, evaluation: dict,
                    samples: list[dict]) -> str:
     tokens = stats["tokens"]
+    source, _ = sources.resolve_sample(params.data.source, params.data.config, tasks.get(params.data.task).SAMPLES)
     memory = (f"{train_perf['peak_gpu_reserved_gib']} GiB GPU reserved" if "peak_gpu_reserved_gib" in train_perf
               else f"{train_perf['peak_rss_gib']} GiB RSS")
     banner = ([f"> **weights: random.** The base model has seeded random weights ({params.model.name}); this run "
                "measures the pipeline, speed and memory, not medical ability.", ""]
-              if train.get("weights") == "random" and params.model.name != "tiny" else [])
+              if run["weights"] == "random" and params.model.name != "tiny" else [])
     lines = [
         "# Fine-tuning report", "", *banner,
-        f"{stats['train_rows']} training and {stats['eval_rows']} held-out rows from `{stats['source']}` "
+        f"{stats['train_rows']} training and {stats['eval_rows']} held-out rows from `{source}` "
         f"({stats['rows_skipped']} skipped, {stats['duplicates']} duplicates; tokens per row p50 {tokens['p50']}, "
         f"p95 {tokens['p95']}, max {tokens['max']}).", "",
         "## Params", "", *params_table(params), "",
         "## Training", "",
         f"Loss {train['train_loss_first']} → {train['train_loss_final']} over {train['steps']} steps "
         f"({train['tokens_seen']:,} tokens in {train_perf['train_seconds']} s: "
-        f"{train_perf['tokens_per_second']:,.0f} tokens/s on {train_perf['device']}, peak {memory}).", "",
+        f"{train_perf['tokens_per_second']:,.0f} tokens/s on {run['device']}, peak {memory}).", "",
         "![loss](figures/loss.png)", "", "![throughput and memory](figures/throughput_memory.png)", "",
         "## Base vs tuned", "",
-        f"Held-out rows; generations greedy on {evaluation['samples']} questions.", "",
+        f"Held-out rows; generations greedy on {evaluation['base.samples']} questions.", "",
         *metrics_table(evaluation), "", "![before and after](figures/before_after.png)", "",
         *(["![NER F1 per entity type](figures/ner_f1_by_type.png)", ""] if "base.ner_f1" in evaluation else []),
         "## Sample generations", "", *samples_section(samples),
@@ -92,19 +93,27 @@ def build_markdown(params, stats: dict, train: dict, train_perf: dict, evaluatio
     return "\n".join(lines)
 
 
+def flat(by_model: dict) -> dict:
+    """{"base": {...}, "tuned": {...}} -> {"base.<key>": ..., "tuned.<key>": ...}, as `dvc metrics` shows them."""
+    return {f"{model}.{key}": value for model, values in by_model.items() for key, value in values.items()}
+
+
 def main() -> None:
     params = config.load()
     stats = files.read_json(REPORTS / "prepare/stats.json")
-    train, train_perf = (files.read_json(REPORTS / f"train/{name}.json") for name in ("metrics", "perf"))
-    evaluation, eval_perf = (files.read_json(REPORTS / f"eval/{name}.json") for name in ("metrics", "perf"))
+    train, train_perf, run = (files.read_json(REPORTS / f"train/{name}.json") for name in ("metrics", "perf", "run"))
+    scores, perf = ({model: files.read_json(REPORTS / f"eval/{model}/{name}.json")[model]
+                     for model in ("base", "tuned")} for name in ("metrics", "perf"))
     steps = files.read_csv(REPORTS / "train/steps.csv")
     plots.loss_curve(steps, files.read_csv(REPORTS / "train/eval_loss.csv"), FIGURES / "loss.png")
-    plots.throughput_memory(steps, train["backend"], train_perf, eval_perf, FIGURES / "throughput_memory.png")
+    plots.throughput_memory(files.read_csv(REPORTS / "train/step_times.csv"), params.train.backend, run["device"],
+                            train_perf, perf, FIGURES / "throughput_memory.png")
+    evaluation = flat(scores)
     plots.before_after(evaluation, FIGURES / "before_after.png")
     if "base.ner_f1" in evaluation:
         plots.per_type_f1(evaluation, FIGURES / "ner_f1_by_type.png")
     samples = files.read_jsonl(REPORTS / "eval/samples.jsonl")
-    markdown = build_markdown(params, stats, train, train_perf, {**evaluation, **eval_perf}, samples)
+    markdown = build_markdown(params, stats, train, train_perf, run, {**evaluation, **flat(perf)}, samples)
     files.write_text(REPORTS / "report.md", markdown)
     print(f"report: wrote {REPORTS / 'report.md'} and figures in {FIGURES}")
 

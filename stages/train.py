@@ -5,12 +5,16 @@
 
 Reads   params.yaml (seed, lora.*, train.*), data/prepared/{train,eval}.jsonl, models/base/
 Writes  models/adapter/              LoRA adapter (PEFT format, safetensors) + tokenizer
-        models/checkpoints/          trainer checkpoints every train.save_steps (persisted by DVC); with
-                                     train.resume=auto a killed run continues from the newest complete one
         reports/train/metrics.json   loss first/final, held-out loss, steps, tokens seen (identical on reruns)
         reports/train/perf.json      seconds, tokens/s, peak memory (GPU allocated/reserved, or CPU max RSS)
-        reports/train/steps.csv      per logged step: loss, learning rate, grad norm, tokens/s
+        reports/train/run.json       what the run resolved: device, weights (random or pretrained), optimizer,
+                                     gradient checkpointing on or off
+        reports/train/steps.csv      per logged step: loss, learning rate, grad norm, tokens seen
+        reports/train/step_times.csv per logged step: tokens/s and seconds since the start (timings)
         reports/train/eval_loss.csv  held-out loss every train.save_steps
+Keeps   models/checkpoints/<run>/    trainer checkpoints every train.save_steps while the run is incomplete (not
+                                     a DVC output): with train.resume=auto a killed run continues from the
+                                     newest complete one; a finished run deletes them
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from stages import backends, checkpoints, config, files, trainer
+from stages import backends, base_model, checkpoints, config, files, runtime, trainer
 from stages.base_model import BaseModel
 
 PREPARED = Path("data/prepared")
@@ -41,7 +45,7 @@ def sort_target_modules(adapter_dir: Path) -> None:
 def main() -> None:
     params = config.load()
     backend = backends.get(params.train.backend)
-    trainer.seed_everything(params.seed)
+    runtime.setup(params.seed)
     base = BaseModel.read(BASE)
     model, tokenizer = backend.load(base, params.train)
     train_rows = files.read_jsonl(PREPARED / "train.jsonl")
@@ -51,14 +55,16 @@ def main() -> None:
 
     log = trainer.step_logger(model, tokenizer.pad_token_id)
     run = checkpoints.fingerprint(params, PREPARED / "train.jsonl", BASE)
-    resume_from = checkpoints.find_resumable(CHECKPOINTS, run, params.train.max_steps) if params.train.resume == "auto" else None
+    run_dir = checkpoints.run_dir(CHECKPOINTS, run)
+    resume_from = (checkpoints.find_resumable(run_dir, run, params.train.max_steps)
+                   if params.train.resume == "auto" else None)
     if resume_from:
         log.restore(files.read_json(resume_from / checkpoints.MARKER))
         print(f"train: resuming from {resume_from}")
     else:
-        checkpoints.clear(CHECKPOINTS)
+        checkpoints.clear(run_dir)
     sft = trainer.build(model, tokenizer, train_rows, files.read_jsonl(PREPARED / "eval.jsonl"), params.train,
-                        params.seed, str(CHECKPOINTS), [log, checkpoints.marker_writer(run, log)],
+                        params.seed, str(run_dir), [log, checkpoints.marker_writer(run, log)],
                         gradient_checkpointing=checkpointing and params.train.backend == "hf")
     started = time.perf_counter()
     sft.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -67,16 +73,21 @@ def main() -> None:
     with files.replaced_dir(ADAPTER) as work_dir:
         sft.model.save_pretrained(work_dir, safe_serialization=True)
         sort_target_modules(work_dir)
-        tokenizer.save_pretrained(work_dir)
-    files.write_csv(REPORTS / "steps.csv", log.rows)
+        base_model.save_tokenizer(tokenizer, work_dir)
+    checkpoints.clear(run_dir)
+    steps, times = trainer.split_timings(log.rows)
+    files.write_csv(REPORTS / "steps.csv", steps)
+    files.write_csv(REPORTS / "step_times.csv", times)
     files.write_csv(REPORTS / "eval_loss.csv", log.evals)
-    metrics = {"backend": params.train.backend, "weights": base.init, **trainer.summarize(log),
-               "gradient_checkpointing": checkpointing}
-    perf = {**trainer.speed(log, seconds), **trainer.peak_memory()}
+    metrics = trainer.summarize(log)
+    perf = {**trainer.speed(log, seconds), **runtime.peak_memory()}
     if estimated_peak is not None:
         perf["estimated_peak_gib_without_recompute"] = estimated_peak
     files.write_json(REPORTS / "metrics.json", metrics)
     files.write_json(REPORTS / "perf.json", perf)
+    files.write_json(REPORTS / "run.json", {
+        "device": runtime.device_name(), "weights": base.init, "gradient_checkpointing": checkpointing,
+        "optim": trainer.resolve_optim(params.train.optim, runtime.cuda_available())})
     print(f"train: loss {metrics['train_loss_first']} -> {metrics['train_loss_final']} in {metrics['steps']} steps, "
           f"{perf['tokens_per_second']} tokens/s")
 

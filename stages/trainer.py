@@ -2,21 +2,9 @@
 
 from __future__ import annotations
 
-import random
-import resource
 import time
 
 from stages import memory, trl_cpu
-
-
-def seed_everything(seed: int) -> None:
-    """The one place python, numpy and torch (CPU and CUDA) are seeded."""
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def resolve_optim(optim: str, cuda: bool) -> str:
@@ -123,15 +111,15 @@ def step_logger(model, pad_token_id: int):
     return StepLog()
 
 
-def peak_memory() -> dict:
-    """GPU peak allocated/reserved (GiB) on CUDA; the process's max RSS (GiB) on the CPU."""
-    import torch
+TIMING_COLUMNS = ("tokens_per_second", "seconds")
+"""Step-log columns that vary between reruns; steps.csv leaves them to step_times.csv."""
 
-    if torch.cuda.is_available():
-        return {"device": torch.cuda.get_device_name(0),
-                "peak_gpu_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),
-                "peak_gpu_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 3)}
-    return {"device": "cpu", "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
+
+def split_timings(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The step log as (what reruns reproduce, the timings keyed by step)."""
+    steps = [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
+    times = [{"step": row["step"], **{k: row[k] for k in TIMING_COLUMNS}} for row in rows]
+    return steps, times
 
 
 def summarize(log) -> dict:

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from stages.tasks import BadRow, cmeee_ner
-from tests.conftest import REPO, small
+from tests.conftest import REPO, evaluation, small
 
 # 右0 肺1 上2 叶3 肺4 癌5 伴6 咳7 嗽8 ，9 咳10 嗽11 加12 重13 。14
 TEXT = "右肺上叶肺癌伴咳嗽，咳嗽加重。"
@@ -72,14 +72,12 @@ def test_occurrences_include_overlapping_ones():
 def test_ner_task_through_prepare_train_evaluate_report(workdir):
     workdir.params(small({"data.task": "cmeee_ner", "data.max_rows": None, "eval.num_samples": 4,
                           "eval.max_new_tokens": 24}))
-    for stage in ("prepare", "train", "evaluate", "report"):
-        workdir.run(stage)
+    workdir.reproduce()
     stats = json.loads((workdir / "reports/prepare/stats.json").read_text())
-    assert stats["task"] == "cmeee_ner" and stats["source"] == "data/sample/cmeee_ner.json"
-    assert stats["rows_kept"] == stats["train_rows"] + stats["eval_rows"] and stats["rows_skipped"] == 0
+    assert stats["rows_kept"] == 240 and stats["rows_kept"] == stats["train_rows"] + stats["eval_rows"] and stats["rows_skipped"] == 0
     prepared = json.loads((workdir / "data/prepared/eval.jsonl").read_text().splitlines()[0])
     assert {"passage", "entities", "answer", "prompt", "text"} <= set(prepared)
-    scores = json.loads((workdir / "reports/eval/metrics.json").read_text())
+    scores = evaluation(workdir)
     for model in ("base", "tuned"):
         assert all(0 <= scores[f"{model}.{key}"] <= 1 for key in ("ner_precision", "ner_recall", "ner_f1"))
         assert {f"{model}.ner_f1.{t}" for t in cmeee_ner.TYPES} <= set(scores)
@@ -92,10 +90,9 @@ def test_ner_task_through_prepare_train_evaluate_report(workdir):
 def test_chinese_cot_rows_run_prepare_train_evaluate(workdir):
     """data.config=zh on the bundled sample: Chinese rows in the medical-o1 columns."""
     workdir.params(small({"data.config": "zh", "eval.num_samples": 2, "eval.max_new_tokens": 16}))
-    for stage in ("prepare", "train", "evaluate"):
-        workdir.run(stage)
+    workdir.reproduce("prepare", "train", "evaluate_base", "evaluate")
     stats = json.loads((workdir / "reports/prepare/stats.json").read_text())
-    assert stats["source"] == "data/sample/medical_cot_zh.jsonl" and stats["config"] == "zh"
+    assert stats["rows_read"] == 120  # the bundled Chinese sample
     train_rows = [json.loads(line) for line in (workdir / "data/prepared/train.jsonl").read_text().splitlines()]
     assert "最可能的诊断是" in train_rows[0]["answer"]
     from transformers import AutoTokenizer
@@ -104,5 +101,5 @@ def test_chinese_cot_rows_run_prepare_train_evaluate(workdir):
     lengths = [len(tokenizer(r["text"])["input_ids"]) for r in train_rows]
     assert stats["tokens"]["max"] >= max(lengths) and tokenizer.decode(
         tokenizer(train_rows[0]["text"], add_special_tokens=False)["input_ids"]) == train_rows[0]["text"]
-    scores = json.loads((workdir / "reports/eval/metrics.json").read_text())
+    scores = evaluation(workdir)
     assert scores["tuned.eval_loss"] < scores["base.eval_loss"] and 0 <= scores["tuned.rouge_l"] <= 1

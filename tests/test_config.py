@@ -1,4 +1,5 @@
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
@@ -40,12 +41,41 @@ def _has(tree, dotted):
     return True
 
 
-def test_reference_recipe_defaults():
-    train, lora = config.TrainConfig(), config.LoraConfig()
+RECIPES = sorted(p.stem for p in (REPO / "conf/recipe").glob("*.yaml"))
+
+
+def compose(tmp_path, *overrides) -> Path:
+    """params.yaml as `dvc exp run -S ...` composes it from conf/ (DVC's own Hydra call)."""
+    from scripts.compose_params import compose as compose_params
+
+    out = tmp_path / "params.yaml"
+    compose_params(list(overrides), out)
+    return out
+
+
+def test_composing_the_defaults_gives_the_committed_params_yaml(tmp_path):
+    assert compose(tmp_path).read_bytes() == (REPO / "params.yaml").read_bytes()
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_recipe_composes_into_valid_params(tmp_path, recipe):
+    params = config.load(compose(tmp_path, f"recipe={recipe}"))
+    if recipe != "embedded":
+        assert params != config.load(REPO / "params.yaml"), f"recipe {recipe} changes nothing"
+
+
+def test_the_reference_recipe_is_the_r1_medical_one(tmp_path):
+    params = config.load(compose(tmp_path, "recipe=r1_medical_en"))
+    train, lora = params.train, params.lora
+    assert params.model.name == "unsloth/DeepSeek-R1-Distill-Llama-8B"
+    assert (params.data.source, params.data.config) == ("hf:FreedomIntelligence/medical-o1-reasoning-SFT", "en")
     assert (lora.r, lora.alpha, lora.dropout, len(lora.target_modules)) == (16, 16, 0.0, 7)
-    assert (train.per_device_train_batch_size, train.gradient_accumulation_steps) == (2, 4)
-    assert (train.learning_rate, train.warmup_steps, train.weight_decay) == (2e-4, 5, 0.01)
-    assert (train.lr_scheduler_type, train.max_seq_length, config.Params().seed) == ("linear", 2048, 3407)
+    assert (train.load_in_4bit, train.per_device_train_batch_size, train.gradient_accumulation_steps) == (True, 2, 4)
+    assert (train.max_steps, train.learning_rate, train.warmup_steps, train.weight_decay) == (60, 2e-4, 5, 0.01)
+    assert (train.lr_scheduler_type, train.max_seq_length, params.seed) == ("linear", 2048, 3407)
+    fast = config.load(compose(tmp_path, "recipe=fast_gpu")).train
+    assert (fast.load_in_4bit, fast.per_device_train_batch_size, fast.gradient_accumulation_steps) == (False, 8, 1)
+    assert fast.gradient_checkpointing == "auto" and fast.max_steps == 60
 
 
 def test_every_field_has_a_docstring():

@@ -7,16 +7,16 @@ from tests.conftest import Workdir, small
 
 RUN = {"eval.num_samples": 2, "eval.max_new_tokens": 16, "train.max_steps": 3}
 FAKE_TOKEN = "hf_FAKEtoken1234567890abcdefSECRET"
-COMPARED = ["reports/prepare/stats.json", "reports/train/metrics.json", "reports/eval/metrics.json",
-            "reports/eval/samples.jsonl", "data/prepared/train.jsonl", "data/prepared/eval.jsonl",
+COMPARED = ["reports/prepare/stats.json", "reports/train/metrics.json", "reports/train/steps.csv",
+            "reports/eval/base/metrics.json", "reports/eval/tuned/metrics.json",
+            "reports/eval/samples.jsonl", "reports/eval/before_after.csv", "data/prepared/train.jsonl", "data/prepared/eval.jsonl",
             "models/base/model.safetensors", "models/base/tokenizer.json", "models/adapter/adapter_config.json",
             "models/adapter/adapter_model.safetensors"]
 
 
 def reproduce(workdir: Workdir, env: dict) -> None:
     workdir.params(small(RUN))
-    for stage in ("prepare", "train", "evaluate", "report"):
-        workdir.run(stage, env=env)
+    workdir.reproduce(env=env)
 
 
 def test_two_runs_are_byte_identical_and_leak_no_token(tmp_path):

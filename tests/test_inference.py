@@ -64,16 +64,17 @@ def test_both_engines_stop_each_row_at_its_first_eos(inside):
     encoded = [tokenizer(r["prompt"])["input_ids"] for r in files.read_jsonl("data/prepared/eval.jsonl")]
     pad = tokenizer.pad_token_id
     free_running = inference.generate_tokens(model, encoded, 32, 3, "generate", None, pad, "no stop").tokens
-    counts = {}
-    for row in free_running:
-        for token in set(row):
-            counts[token] = counts.get(token, 0) + 1
-    stop = max(counts, key=lambda t: (counts[t] < len(encoded), counts[t]))  # in most rows, not all
+
+    def first_steps(token):  # the step at which each row would stop on `token` (None: never)
+        return [row.index(token) if token in row else None for row in free_running]
+
+    stop = max(sorted({t for row in free_running for t in row}), key=lambda t: len(set(first_steps(t))))
     plain = inference.generate_tokens(model, encoded, 32, 3, "generate", stop, pad, "generate").tokens
     fast = inference.generate_tokens(model, encoded, 32, 3, "static", stop, pad, "static").tokens
     assert fast == plain
     assert all(row.count(stop) <= 1 for row in fast)
-    assert len({len(row) for row in fast}) > 2  # rows stopped at different steps (or never)
+    assert [len(row) for row in fast] == [32 if step is None else step + 1 for step in first_steps(stop)]
+    assert len({len(row) for row in fast}) >= 2 and any(row[-1] == stop for row in fast)
 
 
 def test_static_engine_without_eos_generates_the_whole_budget(inside):

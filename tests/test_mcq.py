@@ -2,6 +2,7 @@ import pytest
 
 from stages.tasks import mcq
 from stages.tasks import BadRow
+from tests.conftest import evaluation, small
 
 OPTIONS = {"A": "Iron deficiency", "B": "Folate deficiency", "C": "Parvovirus B19 infection",
            "D": "Vitamin B12 deficiency"}
@@ -77,15 +78,10 @@ def test_score():
 
 
 def test_evaluate_reports_mcq_accuracy_for_base_and_tuned(workdir):
-    from tests.conftest import small
-
     workdir.params(small({"eval.mcq.source": "data/sample/mcq.jsonl", "eval.mcq.max_rows": 6,
                           "eval.mcq.max_new_tokens": 12, "eval.num_samples": 2, "eval.max_new_tokens": 8}))
-    for stage in ("prepare", "train", "evaluate", "report"):
-        workdir.run(stage)
-    import json
-
-    scores = json.loads((workdir / "reports/eval/metrics.json").read_text())
+    workdir.reproduce()
+    scores = evaluation(workdir)
     for model in ("base", "tuned"):
         assert 0 <= scores[f"{model}.mcq_accuracy"] <= 1 and 0 <= scores[f"{model}.mcq_no_letter"] <= 1
         assert {f"{model}.mcq_accuracy.medqa", f"{model}.mcq_accuracy.medmcqa"} <= set(scores)
@@ -94,11 +90,9 @@ def test_evaluate_reports_mcq_accuracy_for_base_and_tuned(workdir):
 
 
 def test_mcq_gold_letter_not_among_options_fails_evaluate(workdir):
-    from tests.conftest import small
-
     (workdir / "bad_mcq.jsonl").write_text('{"question": "Q?", "options": {"A": "x", "B": "y"}, "answer_idx": "E"}\n')
     workdir.params(small({"eval.mcq.source": "bad_mcq.jsonl"}))
     workdir.run("prepare")
-    assert workdir.error_line("evaluate") == (
+    assert workdir.error_line("evaluate_base") == (
         "error: bad_mcq.jsonl: row 1: gold answer 'E' is not among the options A, B "
         "(set data.on_bad_row=skip to skip and count such rows)")

@@ -1,15 +1,34 @@
-"""The whole DVC pipeline on the embedded default, in a temporary copy of the repository."""
+"""The whole DVC pipeline on the embedded default, in a temporary copy of the repository: reproduction of the
+committed results, the run-cache, experiments, recipes, a sweep and the pull-request report.
+
+The tests share one repository and run in file order."""
 
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO
+
+REPRODUCED = ["reports/prepare/stats.json", "reports/train/metrics.json", "reports/train/steps.csv",
+              "reports/train/eval_loss.csv", "reports/eval/base/metrics.json", "reports/eval/tuned/metrics.json",
+              "reports/eval/before_after.csv"]
+"""Every result file committed to git that holds no timing (README "Reliability")."""
+REPRODUCED_OUTS = ["data/prepared", "models/base", "models/adapter", "reports/train/run.json",
+                   "reports/eval/base/generations.jsonl", "reports/eval/tuned/generations.jsonl",
+                   "reports/eval/samples.jsonl"]
+"""Every DVC-cached output that holds no timing: dvc.lock records its hash."""
+SHOW_DROP = "Created|State|Executor|.*/|.*seconds|.*per_second|.*peak_"
+"""README "Sweeps": the columns `dvc exp show --only-changed` leaves out in a pull request (dependency hashes,
+timings)."""
+RESTORED = ["models/adapter/adapter_model.safetensors", "reports/train/metrics.json", "reports/train/perf.json",
+            "reports/eval/tuned/metrics.json", "reports/eval/tuned/perf.json", "reports/eval/samples.jsonl"]
 
 
 def sh(args, cwd, check=True):
@@ -26,66 +45,83 @@ def dvc(*args, cwd, check=True):
     return sh([sys.executable, "-m", "dvc", *args], cwd, check)
 
 
+def snapshot(root: Path, names: list[str]) -> dict[str, bytes]:
+    return {name: (root / name).read_bytes() for name in names}
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    """A fresh git repository holding the tracked (and new, unignored) files of this checkout, reproduced once."""
+    """A fresh git repository holding the tracked (and new, unignored) files of this checkout, reproduced once
+    from scratch (its results and dvc.lock removed first)."""
     root = tmp_path_factory.mktemp("repo")
     listed = sh(["git", "ls-files", "--cached", "--others", "--exclude-standard"], REPO).stdout.split("\n")
     for name in filter(None, listed):
         if (REPO / name).is_file():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, root / name)
-    for path in ("dvc.lock", "reports"):  # reproduce from scratch, not from the committed baseline
+    for path in ("dvc.lock", "reports"):
         shutil.rmtree(root / path, ignore_errors=True) if (root / path).is_dir() else (root / path).unlink(True)
     sh(["git", "init", "-q"], root)
     sh(["git", "add", "-A"], root)
     sh(["git", "commit", "-qm", "baseline"], root)
     dvc("repro", cwd=root)
+    sh(["git", "add", "-A"], root)
+    sh(["git", "commit", "-qm", "reproduced"], root)
     return root
 
 
-def test_repro_produces_adapter_and_falling_loss(repo):
-    assert (repo / "models/adapter/adapter_config.json").is_file()
-    assert (repo / "models/adapter/adapter_model.safetensors").is_file()
-    metrics = json.loads((repo / "reports/train/metrics.json").read_text())
-    assert metrics["steps"] == 200
-    assert metrics["train_loss_final"] < 0.5 * metrics["train_loss_first"]
-    stats = json.loads((repo / "reports/prepare/stats.json").read_text())
-    assert stats["rows_kept"] == 320 and stats["eval_rows"] == 24
+def out_hashes(lock: Path) -> dict[str, str]:
+    stages = yaml.safe_load(lock.read_text())["stages"]
+    return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", [])}
 
 
-def test_tuned_model_beats_base_on_loss_and_format(repo):
-    """The tiny model learns the template: lower held-out loss and more well-formed answers."""
-    scores = json.loads((repo / "reports/eval/metrics.json").read_text())
-    assert scores["tuned.eval_loss"] < 0.5 * scores["base.eval_loss"]
-    assert scores["tuned.response_loss"] < scores["base.response_loss"]
-    assert scores["tuned.format_compliance"] >= scores["base.format_compliance"] + 0.25
-    assert scores["tuned.stop_rate"] > scores["base.stop_rate"]
-    samples = (repo / "reports/eval/samples.jsonl").read_text().splitlines()
-    assert len(samples) == 24 and set(json.loads(samples[0])) == {"question", "reference", "base", "tuned"}
+def test_repro_rewrites_the_committed_results_byte_for_byte(repo):
+    """What the embedded default commits is what any fresh clone computes (timings aside)."""
+    for name in REPRODUCED:
+        assert (repo / name).read_bytes() == (REPO / name).read_bytes(), f"{name} differs from the committed one"
+    computed, committed = out_hashes(repo / "dvc.lock"), out_hashes(REPO / "dvc.lock")
+    assert {p: computed[p] for p in REPRODUCED_OUTS} == {p: committed[p] for p in REPRODUCED_OUTS}
+    scores = json.loads((repo / "reports/eval/tuned/metrics.json").read_text())["tuned"]
+    base = json.loads((repo / "reports/eval/base/metrics.json").read_text())["base"]
+    assert scores["eval_loss"] < 0.5 * base["eval_loss"] and scores["format_compliance"] > base["format_compliance"]
     assert (repo / "reports/report.md").is_file()
     assert all((repo / f"reports/figures/{n}.png").is_file() for n in ("loss", "throughput_memory", "before_after"))
 
 
 def test_second_repro_runs_nothing(repo):
     out = dvc("repro", cwd=repo).stdout
-    assert "Data and pipelines are up to date" in out
-    assert "Running stage" not in out
+    assert "Data and pipelines are up to date" in out and "Running stage" not in out
+
+
+def test_returning_to_params_that_ran_restores_from_the_run_cache(repo):
+    """A (the default), B (another rank), A again: the third run restores train and evaluate instead of running
+    them, with the first run's bytes; evaluate_base never reruns for a LoRA ablation."""
+    first = snapshot(repo, RESTORED)
+    other = dvc("exp", "run", "-S", "lora.r=8", "-S", "train.max_steps=3", cwd=repo).stdout
+    assert "Running stage 'train'" in other and "Running stage 'evaluate'" in other
+    assert "Running stage 'evaluate_base'" not in other
+    began = time.perf_counter()
+    back = dvc("exp", "run", cwd=repo).stdout
+    seconds = time.perf_counter() - began
+    for stage in ("train", "evaluate"):
+        assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in back
+    assert "Running stage" not in back.replace("Running stage 'report'", "")
+    assert snapshot(repo, RESTORED) == first
+    assert seconds < 60
 
 
 def test_experiment_is_diffable_and_pr_report_shows_it(repo):
-    sh(["git", "add", "-A"], repo)
-    sh(["git", "commit", "-qm", "reproduced"], repo)
     dvc("exp", "run", "-S", "lora.r=8", "-S", "train.max_steps=3", "-n", "r8", cwd=repo)
 
     table = dvc("exp", "show", "--md", cwd=repo).stdout
     assert "r8" in table and "tuned.eval_loss" in table and "lora.r" in table
     diff = json.loads(dvc("metrics", "diff", "HEAD", "r8", "--json", cwd=repo).stdout)
-    assert "tuned.eval_loss" in diff["reports/eval/metrics.json"]
+    assert "tuned.eval_loss" in diff["reports/eval/tuned/metrics.json"]
+    assert "reports/eval/base/metrics.json" not in diff  # the base model did not change
     assert diff["reports/train/metrics.json"]["steps"] == {"old": 200, "new": 3, "diff": -197}
 
     plots = json.loads(dvc("plots", "diff", "HEAD", "r8", "--json", cwd=repo).stdout)
-    curve = plots["data"]["Train loss per step"][0]
+    curve = plots["data"]["reports/train/steps.csv"][0]
     assert set(curve["revisions"]) == {"HEAD", "r8"}
     steps_by_rev = {}
     for point in curve["content"]["data"]["values"]:
@@ -95,17 +131,49 @@ def test_experiment_is_diffable_and_pr_report_shows_it(repo):
     dvc("exp", "apply", "r8", cwd=repo)
     sh(["bash", "scripts/pr_report.sh", "HEAD"], repo)
     pr = (repo / "reports/pr.md").read_text()
-    assert "## Metrics" in pr and "| reports/eval/metrics.json" in pr and "tuned.eval_loss" in pr
+    assert "## Metrics" in pr and "| reports/eval/tuned/metrics.json" in pr and "tuned.eval_loss" in pr
     assert "## Params" in pr and "| params.yaml | lora.r" in pr
     assert (repo / "reports/pr_plots/static/workspace_reports_figures_loss.png").is_file()
+    sh(["git", "checkout", "--", "."], repo)
+    dvc("checkout", "--force", cwd=repo)
 
 
-def test_ner_task_runs_as_an_experiment(repo):
-    dvc("exp", "run", "-S", "data.task=cmeee_ner", "-S", "data.source=data/sample/cmeee_ner.json",
-        "-S", "train.max_steps=4", "-S", "eval.num_samples=4", "-S", "eval.max_new_tokens=32", "-n", "ner", cwd=repo)
+def test_a_recipe_runs_by_its_one_command(repo):
+    dvc("exp", "run", "-S", "recipe=embedded_ner", "-S", "train.max_steps=4", "-S", "eval.num_samples=4",
+        "-S", "eval.max_new_tokens=32", "-n", "ner", cwd=repo)
     stats = json.loads((repo / "reports/prepare/stats.json").read_text())
-    assert stats["task"] == "cmeee_ner" and stats["rows_kept"] == 240
-    scores = json.loads((repo / "reports/eval/metrics.json").read_text())
-    assert {"base.ner_f1", "tuned.ner_f1", "tuned.ner_precision", "tuned.ner_recall", "tuned.ner_f1.dis"} <= set(scores)
+    assert stats["rows_kept"] == 240
+    scores = json.loads((repo / "reports/eval/tuned/metrics.json").read_text())["tuned"]
+    assert {"ner_f1", "ner_precision", "ner_recall", "ner_f1.dis"} <= set(scores)
     assert "| ner f1 |" in (repo / "reports/report.md").read_text()
     assert "ner" in dvc("exp", "show", "--md", cwd=repo).stdout
+    sh(["git", "checkout", "--", "."], repo)
+    dvc("checkout", "--force", cwd=repo)
+    assert "Running stage" not in dvc("exp", "run", cwd=repo).stdout  # the embedded-default recipe: all cached
+
+
+def test_a_queued_sweep_of_two_points(repo):
+    """`dvc exp run --queue -S 'lora.r=4,8'` then `dvc queue start`: two experiments, one table that fits a PR."""
+    dvc("exp", "remove", "--all-commits", cwd=repo)  # the table shows the sweep and its baseline only
+    queued = dvc("exp", "run", "--queue", "-S", "lora.r=4,8", "-S", "train.max_steps=2", "-S", "eval.num_samples=2",
+                 "-S", "eval.max_new_tokens=8", cwd=repo).stdout
+    assert queued.count("Queued experiment") == 2
+    dvc("queue", "start", "-j", "1", cwd=repo)
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        status = dvc("queue", "status", cwd=repo).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(5)
+    dvc("queue", "stop", cwd=repo, check=False)
+    assert status.count("Success") == 2, status
+    shown = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
+    ranks = [exp["data"]["params"]["params.yaml"]["data"]["lora"]["r"]
+             for rev in shown for exp in (rev.get("experiments") or []) for exp in exp["revs"]
+             if exp["data"]["params"]["params.yaml"]["data"]["train"]["max_steps"] == 2]
+    assert sorted(ranks) == [4, 8]
+    table = dvc("exp", "show", "--only-changed", "--md", "--drop", SHOW_DROP, cwd=repo).stdout
+    assert "tuned.eval_loss" in table and "lora.r" in table and "seconds" not in table
+    lines = [line for line in table.splitlines() if line.strip()]
+    assert len(lines) == 2 + 4  # header, rule, workspace, baseline, two experiments
+    assert max(map(len, lines)) < 600  # README "Sweeps" states the width

@@ -2,14 +2,15 @@ import shutil
 
 import matplotlib.image
 
-from tests.conftest import REPO
+from tests.conftest import small
 
 
 def test_report_runs_from_saved_files_alone(workdir):
-    """No model, no data: only the metrics files the other stages wrote (the committed baseline)."""
-    workdir.params()
-    for part in ("prepare", "train", "eval"):
-        shutil.copytree(REPO / "reports" / part, workdir / "reports" / part)
+    """No model, no data: only the files the other stages wrote."""
+    workdir.params(small({"eval.num_samples": 4, "eval.max_new_tokens": 16}))
+    workdir.reproduce("prepare", "train", "evaluate_base", "evaluate")
+    for folder in ("models", "data/prepared"):
+        shutil.rmtree(workdir / folder)
     workdir.run("report")
     for name in ("loss", "throughput_memory", "before_after"):
         image = matplotlib.image.imread(workdir / f"reports/figures/{name}.png")
@@ -19,4 +20,3 @@ def test_report_runs_from_saved_files_alone(workdir):
     assert "| param | value |" in report and "| backend | unsloth |" in report
     assert report.count("\n| base | tuned |\n") == 3
     assert "![loss](figures/loss.png)" in report
-    assert not (workdir / "models").exists()

@@ -10,11 +10,13 @@ import time
 
 from tests.conftest import REPO, Workdir, small
 
+MARKER = "models/checkpoints/*/checkpoint-4/resume.json"
 RUN = {"train.max_steps": 6, "train.save_steps": 2, "data.max_rows": 40, "train.learning_rate": 5e-3}
 
 
 def start_train(workdir):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+           "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=workdir.path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -32,20 +34,21 @@ def test_killed_run_resumes_to_identical_weights_and_metrics(tmp_path):
     whole.run("train")
 
     process = start_train(killed)
-    marker = killed / "models/checkpoints/checkpoint-4/resume.json"
     deadline = time.time() + 300
-    while not marker.exists() and process.poll() is None and time.time() < deadline:
+    while not list(killed.path.glob(MARKER)) and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    assert marker.exists(), process.stderr.read()[-3000:]
+    assert list(killed.path.glob(MARKER)), process.stderr.read()[-3000:]
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (killed / "models/adapter").exists()
+    run_dir = next(killed.path.glob(MARKER)).parent.parent  # models/checkpoints/<run fingerprint>
     # A checkpoint directory killed mid-save has no marker and must be ignored.
-    shutil.copytree(killed / "models/checkpoints/checkpoint-4", killed / "models/checkpoints/checkpoint-5")
-    (killed / "models/checkpoints/checkpoint-5/resume.json").unlink()
+    shutil.copytree(run_dir / "checkpoint-4", run_dir / "checkpoint-5")
+    (run_dir / "checkpoint-5/resume.json").unlink()
 
     resumed = killed.run("train")
-    assert "resuming from models/checkpoints/checkpoint-4" in resumed.stdout + resumed.stderr
+    assert f"resuming from {run_dir.relative_to(killed.path)}/checkpoint-4" in resumed.stdout + resumed.stderr
+    assert not run_dir.exists()  # the finished run deleted its checkpoints
     for name in ("adapter_model.safetensors", "adapter_config.json"):
         assert (killed / f"models/adapter/{name}").read_bytes() == (whole / f"models/adapter/{name}").read_bytes()
     read = lambda w: json.loads((w / "reports/train/metrics.json").read_text())  # noqa: E731
@@ -58,7 +61,8 @@ def test_rerun_of_a_finished_run_and_changed_params(workdir):
     workdir.run("prepare")
     workdir.run("train")
     first = (workdir / "models/adapter/adapter_model.safetensors").read_bytes()
-    workdir.run("train")  # a rerun never resumes from the finished last step (that would add a step)
+    again = workdir.run("train")  # a finished run kept no checkpoints: a rerun (dvc repro --force) starts at step 0
+    assert "resuming" not in again.stdout + again.stderr
     assert json.loads((workdir / "reports/train/metrics.json").read_text())["steps"] == 6
     assert (workdir / "models/adapter/adapter_model.safetensors").read_bytes() == first
     workdir.params(small({**RUN, "lora.r": 8}))

@@ -25,12 +25,17 @@ def test_one_step_training_per_backend_writes_a_peft_adapter(workdir, backend):
     # LoRA B starts at zero: a non-zero B means the optimizer changed the adapter.
     assert any(w.abs().sum() > 0 for name, w in weights.items() if "lora_B" in name)
     metrics = json.loads((workdir / "reports/train/metrics.json").read_text())
-    assert metrics["backend"] == backend and metrics["steps"] == 2 and metrics["tokens_seen"] > 0
+    assert metrics["steps"] == 2 and metrics["tokens_seen"] > 0
+    assert all(isinstance(value, (int, float)) for value in metrics.values())  # metrics files hold numbers
     perf = json.loads((workdir / "reports/train/perf.json").read_text())
-    assert perf["peak_rss_gib"] > 0 and perf["tokens_per_second"] > 0 and perf["device"] == "cpu"
+    assert perf["peak_rss_gib"] > 0 and perf["tokens_per_second"] > 0
+    run = json.loads((workdir / "reports/train/run.json").read_text())
+    assert run == {"device": "cpu", "weights": "random", "gradient_checkpointing": False, "optim": "adamw_torch"}
     steps = (workdir / "reports/train/steps.csv").read_text().splitlines()
-    assert steps[0] == "step,loss,learning_rate,grad_norm,tokens_per_second,tokens_seen,seconds" and len(steps) == 3
-    assert (workdir / "models/checkpoints/checkpoint-2").is_dir()
+    assert steps[0] == "step,loss,learning_rate,grad_norm,tokens_seen" and len(steps) == 3
+    times = (workdir / "reports/train/step_times.csv").read_text().splitlines()
+    assert times[0] == "step,tokens_per_second,seconds" and len(times) == 3
+    assert list((workdir / "models/checkpoints").iterdir()) == []  # a finished run keeps no checkpoints
 
 
 CHECK_WEIGHTS = textwrap.dedent("""

@@ -13,34 +13,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from stages import UserError
-
-
-class BackendError(UserError):
-    """A backend that cannot run as configured here; the message is one sentence."""
-
 
 def get(name: str) -> ModuleType:
     """The backend module for `train.backend`."""
     return importlib.import_module(f"stages.backends.{name}_backend")
-
-
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def require_cuda_for_4bit(load_in_4bit: bool) -> None:
-    if load_in_4bit and not cuda_available():
-        raise BackendError("train.load_in_4bit=true needs a CUDA GPU (bitsandbytes NF4); "
-                           "set train.load_in_4bit=false to train in 16/32-bit on this machine")
-
-
-def compute_dtype():
-    """bf16 on GPUs that have it, fp16 on older GPUs, fp32 on the CPU."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
+from stages import runtime
 from stages.base_model import BaseModel
-from stages.backends import compute_dtype, cuda_available, require_cuda_for_4bit
 
 
 def load(base: BaseModel, train):
-    require_cuda_for_4bit(train.load_in_4bit)
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from transformers import AutoTokenizer
 
-    kwargs = {}
-    if train.load_in_4bit:
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute_dtype())
-    model = AutoModelForCausalLM.from_pretrained(
-        base.weights, revision=base.revision, dtype=compute_dtype(), trust_remote_code=base.trust_remote_code,
-        device_map={"": 0} if cuda_available() else None, use_safetensors=True, **kwargs)
+    model = runtime.from_pretrained(base.weights, base.revision, base.trust_remote_code, train.load_in_4bit)
     if train.load_in_4bit:
         from peft import prepare_model_for_kbit_training
 

@@ -5,18 +5,18 @@ On a machine without a GPU, Unsloth 2026.10 falls back to stock transformers + p
 
 from __future__ import annotations
 
+from stages import runtime
 from stages.base_model import BaseModel
-from stages.backends import compute_dtype, require_cuda_for_4bit
 
 
 def load(base: BaseModel, train):
-    require_cuda_for_4bit(train.load_in_4bit)
+    runtime.require_cuda_for_4bit(train.load_in_4bit)
     from unsloth import FastLanguageModel  # must come before transformers is imported
     from transformers import AutoTokenizer
 
     model, _ = FastLanguageModel.from_pretrained(
         model_name=base.weights, revision=base.revision, max_seq_length=train.max_seq_length,
-        dtype=compute_dtype(), load_in_4bit=train.load_in_4bit, trust_remote_code=base.trust_remote_code)
+        dtype=runtime.compute_dtype(), load_in_4bit=train.load_in_4bit, trust_remote_code=base.trust_remote_code)
     return model, AutoTokenizer.from_pretrained(base.tokenizer)
 
 
