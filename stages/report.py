@@ -21,7 +21,7 @@ REPORTS = Path("reports")
 FIGURES = REPORTS / "figures"
 SAMPLES_SHOWN = 3
 SHOWN_METRICS = (*LOSSES, "perplexity", *RATES, "mean_generated_tokens", "generation_tokens_per_second")
-"""Rows of the base-vs-tuned table where present (generation speed comes from reports/eval/perf.json), followed
+"""Rows of the base-vs-tuned table where present (generation speed comes from reports/eval/*/perf.json), followed
 by the detail keys of MCQ and NER (per source, per entity type)."""
 DETAIL_PREFIXES = ("base.mcq_", "base.ner_")
 
