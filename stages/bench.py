@@ -1,17 +1,23 @@
-"""bench: LoRA training speed and memory of one backend x precision, on a GPU, side by side with the others.
+"""bench: LoRA training speed and memory of one backend x precision, and greedy decoding speed, on a GPU.
 
     python -m stages.bench run --backend unsloth --precision bf16            # one combination, this process
     python -m stages.bench run --backend hf --precision bf16 --gradient-checkpointing off --batch-size 4 --tag best
     python -m stages.bench run --backend unsloth --precision bf16 --gradient-checkpointing off --batch-size 8 \
         --gradient-accumulation-steps 1 --profile-steps 2 --tag profile-b8   # + where the GPU time goes
     python -m stages.bench chart reports/bench/*.json                        # results -> chart
-    python3 -m dvc repro bench/dvc.yaml                                      # the four reference combinations
+    python -m stages.bench generate                                          # decoding: generate() vs the static engine
+    python3 -m dvc repro bench/dvc.yaml                                      # every stage (bench/dvc.yaml)
 
-Reads   params.yaml (seed, lora.*, train.optim/warmup_steps/weight_decay/lr_scheduler_type, bench.*), bench.rows
+Reads   params.yaml: run/chart seed, lora.*, train.optim/warmup_steps/weight_decay/lr_scheduler_type and bench.*
+        but bench.generate; generate seed, lora.r/alpha/target_modules, bench.model/rows/tokenizer_vocab_size/
+        max_seq_length and bench.generate.*; the rows of bench.rows
 Writes  reports/bench/<backend>-<precision>[-<tag>].json   GPU, versions, params; steady-state tokens/s (real,
         non-pad tokens), step time, peak allocated/reserved memory, MFU, longest sequence within the budget;
                                                     with --profile-steps, GPU time by kernel kind
         reports/bench/throughput_memory.png                 (chart) tokens/s and peak memory, Unsloth vs hf
+        reports/bench/generate-<model>-<engine>-<batch>.json  (generate) new tokens/s, ms per step, prefill and
+                                                    decode time, peak memory, fraction of the bandwidth roofline
+        reports/bench/generate.png                          (generate) tokens/s of each variant against its roofline
 Every combination runs in its own process (Unsloth patches transformers globally) on the same tokenized
 rows, the same LoRA config and the same effective batch. Weights are seeded random: `weights: random`.
 FLOPs per token = 4 x matmul parameters (forward + activation gradients; frozen weights get no weight
@@ -189,8 +195,8 @@ def run(args) -> dict:
         per_device_train_batch_size=args.batch_size or bench.per_device_train_batch_size,
         gradient_accumulation_steps=args.gradient_accumulation_steps or bench.gradient_accumulation_steps,
         gradient_checkpointing=args.gradient_checkpointing or bench.gradient_checkpointing,
-        max_steps=bench.warmup_steps + bench.measure_steps + args.profile_steps, logging_steps=1, save_steps=10**9, packing=False,
-        learning_rate=bench.learning_rate)
+        max_steps=bench.warmup_steps + bench.measure_steps + args.profile_steps, logging_steps=1, save_steps=10**9,
+        packing=False, learning_rate=bench.learning_rate)
     plain = bench_rows(bench)
     tokenizer = bench_tokenizer(bench, plain)
     rows = [medical_cot.format_row(r, tokenizer.eos_token) for r in plain]

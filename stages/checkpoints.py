@@ -6,7 +6,8 @@ fingerprint of what the run depends on (seed, lora.*, train.* except bookkeeping
 rows, the base model's identity, the code under stages/). After the trainer has written `checkpoint-N/`, a
 callback adds `resume.json` (atomically) with the fingerprint and the step log so far. A directory without it
 (killed mid-save), with another fingerprint, or at the run's last step (resuming there would train one step
-more) is never loaded. A finished run deletes its folder: checkpoints exist only while a run is incomplete.
+more) is never loaded. A finished run deletes its folder, and a run that starts from step 0 deletes every
+folder there: checkpoints exist only while a run is incomplete.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def find_resumable(directory: Path, run_fingerprint: str, max_steps: int) -> Pat
 
 
 def clear(directory: Path) -> None:
-    """Drop a run's checkpoints: before it starts from step 0, and once it has finished."""
+    """Drop checkpoints: all runs' before a run starts from step 0, its own once it has finished."""
     shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -79,6 +79,11 @@ def cache_attention(module, query, key, value, attention_mask, scaling=None, dro
     return out.view(batch, 1, heads, head_dim), None
 
 
+def until_eos(tokens: list[int], eos: int | None) -> list[int]:
+    """`tokens` up to and including the first `eos` (all of them when there is none)."""
+    return tokens[:tokens.index(eos) + 1] if eos in tokens else tokens
+
+
 def register_attention() -> None:
     from transformers import AttentionInterface
 
@@ -129,7 +134,7 @@ class StaticDecoder:
                 if steps % CHECK_EVERY == 0 and bool(self.done.all()):
                     break
             generated = self.out[:, :steps].tolist()
-        return [row[:row.index(self.eos) + 1] if self.eos in row else row for row in generated]
+        return [until_eos(row, self.eos) for row in generated]
 
     def prefill(self, input_ids, attention_mask):
         """Run the prompts in row chunks, filling the cache; return each row's first generated token."""

@@ -7,8 +7,8 @@ Reads   params.yaml (data.task, data.on_bad_row, eval.*, train.load_in_4bit, tra
         data/prepared/eval.jsonl, models/base/, eval.mcq.source when set;
         tuned also models/adapter/ and the base's reports/eval/base/{metrics.json,generations.jsonl}
 Writes  reports/eval/<model>/metrics.json   {"<model>": {...}}: eval_loss and perplexity (full text),
-                                            response_loss, format_compliance, stop_rate, mean_generated_tokens, and
-                                            the task's scores: rouge_l (medical_cot) or ner_precision/recall/f1,
+                                            response_loss, format_compliance, stop_rate, mean_generated_tokens,
+                                            samples (questions generated for), and the task's scores: rouge_l (medical_cot) or ner_precision/recall/f1,
                                             ner_f1.<type>, ner_malformed_lines, ner_not_in_text (cmeee_ner); with
                                             eval.mcq.source: mcq_accuracy (overall and per source shape),
                                             mcq_no_letter, mcq_thinking_tokens

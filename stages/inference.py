@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages import UserError, decoding, files, memory, runtime
+from stages import UserError, decoding, memory, runtime
 from stages.base_model import BaseModel
 
 LOGITS_CHUNK = 1024
@@ -32,7 +32,7 @@ class Generations:
     seconds: float
     """Wall time of generation (prefill and decoding, all batches)."""
     batch_size: int
-    """Prompts per batch (eval.batch_size, or what `auto` chose)."""
+    """Rows per batch as run: eval.batch_size (or what `auto` chose) evened out over the prompts."""
 
     @property
     def tokens_per_second(self) -> float:
@@ -54,17 +54,13 @@ class Decoded:
 def load(base: BaseModel, adapter: Path | None, load_in_4bit: bool):
     """The base model, with `adapter` merged into its weights when given, and its tokenizer.
 
-    With load_in_4bit the base is loaded in NF4 as training saw it, then dequantized to 16-bit before the merge
-    (so the tuned model is base-as-quantized + adapter, run at 16-bit speed). An Unsloth 4-bit run may have
-    trained on a pre-quantized checkpoint that Unsloth maps model.name to; the adapter records its name, and the
-    tuned model is built on that.
+    With load_in_4bit the base is loaded in NF4 as training saw it (both backends quantize model.name itself),
+    then dequantized to 16-bit before the merge: the tuned model is base-as-quantized + adapter, run at 16-bit
+    speed, and the base model is scored on the same dequantized weights.
     """
     from transformers import AutoTokenizer
 
-    weights = base.weights
-    if adapter is not None and load_in_4bit:
-        weights = files.read_json(adapter / "adapter_config.json").get("base_model_name_or_path") or weights
-    model = runtime.from_pretrained(weights, base.revision, base.trust_remote_code, load_in_4bit)
+    model = runtime.from_pretrained(base.weights, base.revision, base.trust_remote_code, load_in_4bit)
     if load_in_4bit:
         model = model.dequantize(dtype=runtime.compute_dtype())
     if adapter is not None:
@@ -75,11 +71,13 @@ def load(base: BaseModel, adapter: Path | None, load_in_4bit: bool):
 
 
 def free_memory_bytes(device) -> int:
-    """Free memory of the model's device: the GPU's, or the machine's available RAM."""
+    """Free memory of the model's device: the GPU's (counting what PyTorch's allocator holds but no tensor uses,
+    e.g. after the loss pass), or the machine's available RAM."""
     import torch
 
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        held_unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return torch.cuda.mem_get_info(device)[0] + held_unused
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
@@ -145,12 +143,12 @@ def generate_tokens(model, encoded: list[list[int]], max_new_tokens: int, batch_
     groups = batches(sorted(range(len(encoded)), key=lambda i: len(encoded[i])), batch_size)
     rows = max(map(len, groups))
     attention = model.config._attn_implementation
-    run = (static_engine(model, rows, longest, max_new_tokens, eos, pad) if engine == "static"
-           else generate_engine(model, max_new_tokens, eos, pad))
     new_tokens: dict[int, list[int]] = {}
     progress = tqdm(total=len(encoded), desc=label, unit="prompt", disable=None, leave=False)
     began = time.perf_counter()
     try:
+        run = (static_engine(model, rows, longest, max_new_tokens, eos, pad) if engine == "static"
+               else generate_engine(model, max_new_tokens, eos, pad))
         for group in groups:
             filled = group + [group[0]] * (rows - len(group)) if engine == "static" else group
             ids, mask = padded([encoded[i] for i in filled], pad, "left", model.device)
@@ -190,14 +188,14 @@ def generate_engine(model, max_new_tokens: int, eos: int | None, pad: int):
     def run(ids, mask) -> list[list[int]]:
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                              eos_token_id=eos, pad_token_id=pad, **forced)
-        rows = out[:, ids.shape[1]:].tolist()
-        return [row[:row.index(eos) + 1] if eos in row else row for row in rows]
+        return [decoding.until_eos(row, eos) for row in out[:, ids.shape[1]:].tolist()]
 
     return run
 
 
 def batches(order: list[int], batch_size: int) -> list[list[int]]:
-    """`order` cut into the fewest batches of at most `batch_size`, as even in size as possible."""
+    """`order` cut into the fewest batches of at most `batch_size`, all of one size but the last (so a static
+    engine pads the last one least)."""
     count = -(-len(order) // batch_size)
     size = -(-len(order) // count)
     return [order[start:start + size] for start in range(0, len(order), size)]

@@ -62,7 +62,7 @@ def main() -> None:
         log.restore(files.read_json(resume_from / checkpoints.MARKER))
         print(f"train: resuming from {resume_from}")
     else:
-        checkpoints.clear(run_dir)
+        checkpoints.clear(CHECKPOINTS)  # this run starts over, and other runs' leftovers go too
     sft = trainer.build(model, tokenizer, train_rows, files.read_jsonl(PREPARED / "eval.jsonl"), params.train,
                         params.seed, str(run_dir), [log, checkpoints.marker_writer(run, log)],
                         gradient_checkpointing=checkpointing and params.train.backend == "hf")

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from stages import files, inference, memory
+from stages import decoding, files, inference, memory
 from stages.base_model import BaseModel
 from tests.conftest import REPO, Workdir, small
 
@@ -44,9 +44,10 @@ def load(adapter: bool):
 
 
 @pytest.mark.parametrize("adapter", [False, True])
-def test_static_engine_writes_what_generate_writes(inside, adapter):
+def test_static_engine_writes_what_generate_writes(inside, adapter, monkeypatch):
     """Same greedy tokens from both engines on 7 prompts of different lengths in batches of 3 (3 + 3 + 1: the
-    static engine pads the short batch with dummy rows)."""
+    static engine pads the short batch with dummy rows), the prefill cut into chunks of one or two rows."""
+    monkeypatch.setattr(decoding, "PREFILL_TOKENS", 400)
     model, tokenizer = load(adapter)
     prompts = [r["prompt"] for r in files.read_jsonl("data/prepared/eval.jsonl")]
     prompts[1] = prompts[1][:40]  # a short prompt: left padding in its batch
@@ -93,7 +94,7 @@ def test_chunked_loss_matches_the_loss_of_full_logits(inside, monkeypatch):
     chunked = inference.teacher_forced_loss(model, tokenizer, rows, 3, 2048)
     full, response = [], []
     for row in rows:
-        ids = torch.tensor([tokenizer(row["text"])["input_ids"]])
+        ids = torch.tensor([tokenizer(row["text"])["input_ids"]], device=model.device)
         with torch.no_grad():
             logits = model(input_ids=ids).logits[0, :-1]
         nll = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="none")
@@ -104,7 +105,8 @@ def test_chunked_loss_matches_the_loss_of_full_logits(inside, monkeypatch):
 
 
 def test_merged_adapter_gives_the_loss_of_the_unmerged_one(inside):
-    """Merging W + BA into the weights changes float32 rounding only: within 1e-5 relative."""
+    """Merging W + BA into the weights changes rounding only: within 1e-5 relative where the merge is in float32
+    (CPU), 1e-4 where it is in bf16 (GPU; the test then upcasts the merged weights)."""
     from peft import PeftModel
 
     rows = files.read_jsonl("data/prepared/eval.jsonl")
@@ -113,8 +115,9 @@ def test_merged_adapter_gives_the_loss_of_the_unmerged_one(inside):
     merged, _ = load(True)
     loss_unmerged = inference.teacher_forced_loss(unmerged, tokenizer, rows, 4, 2048)
     loss_merged = inference.teacher_forced_loss(merged, tokenizer, rows, 4, 2048)
-    assert loss_merged["full"] == pytest.approx(loss_unmerged["full"], rel=1e-5)
-    assert loss_merged["response"] == pytest.approx(loss_unmerged["response"], rel=1e-5)
+    tolerance = 1e-4 if torch.cuda.is_available() else 1e-5
+    assert loss_merged["full"] == pytest.approx(loss_unmerged["full"], rel=tolerance)
+    assert loss_merged["response"] == pytest.approx(loss_unmerged["response"], rel=tolerance)
     base_loss = inference.teacher_forced_loss(load(False)[0], tokenizer, rows, 4, 2048)
     assert base_loss["full"] > loss_merged["full"] + 1  # the adapter is really in the merged weights
 
@@ -168,9 +171,11 @@ def test_4bit_base_is_dequantized_before_the_merge(inside, tmp_path):
     peft = get_peft_model(four_bit, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"]))
     for name, weight in peft.named_parameters():
         if "lora_B" in name:
-            torch.nn.init.normal_(weight, std=0.05)
+            torch.nn.init.normal_(weight, std=0.5)
     peft.save_pretrained(tmp_path / "adapter")
     unmerged = inference.teacher_forced_loss(peft.eval(), tokenizer, rows, 4, 2048)["full"]
     merged_model, _ = inference.load(base, tmp_path / "adapter", True)
     merged = inference.teacher_forced_loss(merged_model, tokenizer, rows, 4, 2048)["full"]
-    assert merged == pytest.approx(unmerged, rel=1e-2)
+    base_loss = inference.teacher_forced_loss(quantized, tokenizer, rows, 4, 2048)["full"]
+    assert abs(unmerged - base_loss) > 0.05  # the adapter moves the loss ...
+    assert merged == pytest.approx(unmerged, abs=0.01 * abs(unmerged - base_loss))  # ... and merged, as much

@@ -100,14 +100,11 @@ def test_returning_to_params_that_ran_restores_from_the_run_cache(repo):
     other = dvc("exp", "run", "-S", "lora.r=8", "-S", "train.max_steps=3", cwd=repo).stdout
     assert "Running stage 'train'" in other and "Running stage 'evaluate'" in other
     assert "Running stage 'evaluate_base'" not in other
-    began = time.perf_counter()
     back = dvc("exp", "run", cwd=repo).stdout
-    seconds = time.perf_counter() - began
     for stage in ("train", "evaluate"):
         assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in back
     assert "Running stage" not in back.replace("Running stage 'report'", "")
     assert snapshot(repo, RESTORED) == first
-    assert seconds < 60
 
 
 def test_experiment_is_diffable_and_pr_report_shows_it(repo):

@@ -16,7 +16,8 @@ def load(base: BaseModel, train):
 
     model, _ = FastLanguageModel.from_pretrained(
         model_name=base.weights, revision=base.revision, max_seq_length=train.max_seq_length,
-        dtype=runtime.compute_dtype(), load_in_4bit=train.load_in_4bit, trust_remote_code=base.trust_remote_code)
+        dtype=runtime.compute_dtype(), load_in_4bit=train.load_in_4bit, trust_remote_code=base.trust_remote_code,
+        use_exact_model_name=True)  # no swap to a pre-quantized mirror: train on the weights evaluate loads
     return model, AutoTokenizer.from_pretrained(base.tokenizer)
 
 
