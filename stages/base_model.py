@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from stages import UserError, tiny
+from stages import UserError, runtime, tiny
 
 BASE_FILE = "base.json"
 
@@ -84,7 +84,7 @@ def random_model(config_dir: str, tokenizer, seed: int):
                         "use model.name: tiny on this machine")
     config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
     config.pad_token_id = tokenizer.pad_token_id
-    torch.manual_seed(seed)
+    runtime.seed_all(seed)
     with torch.device("cuda" if cuda else "cpu"):
         return AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16 if cuda else torch.float32)
 

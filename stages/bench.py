@@ -38,8 +38,8 @@ from typing import Iterator
 
 import numpy as np
 
-from stages import (UserError, backends, base_model, config, dataset, files, inference, memory, plots, prompts,
-                    runtime, sources, tiny, trainer)
+from stages import (UserError, base_model, config, dataset, files, finetune, inference, memory, plots,
+                    prompts, runtime, sources, tiny)
 from stages.base_model import BaseModel
 from stages.tasks import medical_cot
 
@@ -181,12 +181,10 @@ def step_marker(warmup: int):
     return ResetPeakAfterWarmup()
 
 
-def run(args) -> dict:
-    params = config.load()
+def run(args, params) -> dict:
+    """One backend x precision: finetune.setup and finetune.fit on the benchmark rows, timed after warm-up."""
     bench = params.bench
     cuda = runtime.cuda_available()
-    if args.precision == "4bit":
-        runtime.require_cuda_for_4bit(True)
     if args.profile_steps and not cuda:
         raise UserError("--profile-steps profiles GPU kernels and needs a CUDA GPU; drop it on this machine")
     train = dataclasses.replace(
@@ -197,37 +195,36 @@ def run(args) -> dict:
         gradient_checkpointing=args.gradient_checkpointing or bench.gradient_checkpointing,
         max_steps=bench.warmup_steps + bench.measure_steps + args.profile_steps, logging_steps=1, save_steps=10**9,
         packing=False, learning_rate=bench.learning_rate)
+    runtime.require_cuda_for_4bit(train.load_in_4bit)
     plain = bench_rows(bench)
     tokenizer = bench_tokenizer(bench, plain)
-    rows = [medical_cot.format_row(r, tokenizer.eos_token) for r in plain]
-    lengths = np.minimum([len(ids) for ids in tokenizer([r["text"] for r in rows])["input_ids"]],
-                         bench.max_seq_length)
+    rows = dataset.tokenized(plain, medical_cot, tokenizer)
     weights = str(random_weights(bench, tokenizer, params.seed))
 
-    backend = backends.get(args.backend)
-    runtime.setup(params.seed)
-    model, _ = backend.load(BaseModel(weights, None, weights, init="random"), train)
-    checkpointing, estimated_peak = trainer.decide_checkpointing(train, model, lengths.tolist())
-    model = backend.add_lora(model, params.lora, params.seed, checkpointing)
-    n_lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log = trainer.step_logger(model, tokenizer.pad_token_id)
+    session = finetune.setup(BaseModel(weights, None, weights, init="random"), train, params.lora, params.seed,
+                             [r["n_tokens"] for r in rows])
     last_timed = bench.warmup_steps + bench.measure_steps
-    callbacks = [log, step_marker(bench.warmup_steps)]
+    callbacks = [step_marker(bench.warmup_steps)]
     if args.profile_steps:
         callbacks.append(kernel_profiler(last_timed, args.profile_steps))
     with tempfile.TemporaryDirectory() as scratch:
-        sft = trainer.build(model, tokenizer, rows, None, train, params.seed, scratch, callbacks,
-                            gradient_checkpointing=checkpointing and args.backend == "hf")
-        sft.train()
-    result = steady_state(log.rows, bench.warmup_steps, last_timed)
+        finetune.fit(session, rows, None, train, params.seed, scratch, callbacks)
+    result = steady_state(session.log.rows, bench.warmup_steps, last_timed)
     if args.profile_steps:
         result["profile"] = callbacks[-1].breakdown
+    return describe(result, session, rows, train, params, args)
+
+
+def describe(result: dict, session, rows: list[dict], train, params, args) -> dict:
+    """The measured steady state with what was measured: model, data, params, FLOPs and MFU, length probes."""
+    bench, model = params.bench, session.model
+    lengths = np.minimum([r["n_tokens"] for r in rows], bench.max_seq_length)
+    n_lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
     mean_context = float((lengths ** 2).sum() / lengths.sum())
     flops = flops_per_token(model.config, n_lora, mean_context)
-    peak = {"device": runtime.device_name(), **runtime.peak_memory()}
-    if cuda:
+    if runtime.cuda_available():
         model.config.use_cache = False
-        probes = probe_lengths(model, tokenizer(rows[0]["text"])["input_ids"], bench.seq_probe_lengths,
+        probes = probe_lengths(model, session.tokenizer(rows[0]["text"])["input_ids"], bench.seq_probe_lengths,
                                bench.memory_budget_gib)
         fitting = [p["max_seq_length"] for p in probes if p["fits"]]
         result |= {"mfu": round(result["tokens_per_second"] * flops / (bench.peak_tflops * 1e12), 4),
@@ -235,18 +232,18 @@ def run(args) -> dict:
                    "memory_budget_gib": bench.memory_budget_gib}
     return {
         "backend": args.backend, "precision": args.precision, "tag": args.tag, "weights": "random",
-        "model": bench.model, **peak, "versions": versions(),
+        "model": bench.model, "device": runtime.device_name(), **runtime.peak_memory(), "versions": versions(),
         "params": {"per_device_train_batch_size": train.per_device_train_batch_size,
                    "gradient_accumulation_steps": train.gradient_accumulation_steps,
-                   "max_seq_length": train.max_seq_length, "gradient_checkpointing": checkpointing,
-                   "optim": trainer.resolve_optim(train.optim, cuda), "lora_r": params.lora.r,
+                   "max_seq_length": train.max_seq_length, "gradient_checkpointing": session.gradient_checkpointing,
+                   "optim": finetune.resolve_optim(train.optim, runtime.cuda_available()), "lora_r": params.lora.r,
                    "lora_alpha": params.lora.alpha, "target_modules": params.lora.target_modules,
                    "warmup_steps": bench.warmup_steps, "measure_steps": bench.measure_steps, "seed": params.seed},
         "data": {"rows": bench.rows, "n_rows": len(rows), "tokens_per_row_mean": round(float(lengths.mean()), 1),
                  "tokens_per_row_p95": int(np.percentile(lengths, 95)),
                  "token_weighted_mean_length": round(mean_context, 1)},
         "lora_parameters": n_lora, "flops_per_token": round(flops),
-        "estimated_peak_gib_without_recompute": estimated_peak, **result,
+        "estimated_peak_gib_without_recompute": session.estimated_peak_gib, **result,
     }
 
 
@@ -265,7 +262,7 @@ def random_lora(model, lora, seed: int):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    torch.manual_seed(seed)
+    runtime.seed_all(seed)
     tuned = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=lora.target_modules,
                                              task_type="CAUSAL_LM"))
     for name, weight in tuned.named_parameters():
@@ -316,7 +313,7 @@ def generate(params) -> Iterator[dict]:
     tokenizer = bench_tokenizer(bench, rows)
     encoded, pad = generation_prompts(bench, tokenizer, rows), tokenizer.pad_token_id
     fixed, tag = encoded[:gen.batch_size], f"b{gen.batch_size}"
-    loss_rows = [medical_cot.format_row(r, tokenizer.eos_token) for r in rows[:16]]
+    loss_rows = dataset.tokenized(rows[:16], medical_cot, tokenizer)
     model = base_model.random_model(bench.model, tokenizer, params.seed).eval()
     common = {"weights": "random", "model": bench.model, "rows": bench.rows, "prompt_tokens": gen.prompt_tokens,
               "max_new_tokens": gen.max_new_tokens, "lora_r": params.lora.r, "versions": versions()}
@@ -342,7 +339,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     one = commands.add_parser("run", help="benchmark one backend x precision")
-    one.add_argument("--backend", choices=["unsloth", "hf"], required=True)
+    one.add_argument("--backend", choices=config.BACKENDS, required=True)
     one.add_argument("--precision", choices=["bf16", "4bit"], required=True)
     one.add_argument("--batch-size", type=int, help="override bench.per_device_train_batch_size")
     one.add_argument("--gradient-accumulation-steps", type=int, help="override bench.gradient_accumulation_steps")
@@ -367,7 +364,7 @@ def main() -> None:
             raise UserError(f"no benchmark result {', '.join(missing)}; run `python -m stages.bench run ...` first")
         plots.bench_bars([files.read_json(p) for p in args.results], RESULTS / "throughput_memory.png")
         return
-    result = run(args)
+    result = run(args, config.load())
     files.write_json(RESULTS / f"{result_name(args.backend, args.precision, args.tag)}.json", result)
     print(f"bench {result_name(args.backend, args.precision, args.tag)}: {result['tokens_per_second']:,.0f} tokens/s, "
           f"step {result['step_seconds']} s")

@@ -28,9 +28,10 @@ BOOKKEEPING = ("resume", "logging_steps", "save_steps")
 CODE = Path(__file__).parent
 
 
-def fingerprint(params, train_rows_file: Path, base_dir: Path) -> str:
-    train = {k: v for k, v in asdict(params.train).items() if k not in BOOKKEEPING}
-    digest = hashlib.sha256(json.dumps({"seed": params.seed, "lora": asdict(params.lora), "train": train},
+def fingerprint(seed: int, lora, train, train_rows_file: Path, base_dir: Path) -> str:
+    """What a run computes from: seed, lora.*, train.* (bookkeeping aside), its rows, its base model, our code."""
+    train = {k: v for k, v in asdict(train).items() if k not in BOOKKEEPING}
+    digest = hashlib.sha256(json.dumps({"seed": seed, "lora": asdict(lora), "train": train},
                                        sort_keys=True).encode())
     digest.update(Path(train_rows_file).read_bytes())
     for name in ("base.json", "config.json"):

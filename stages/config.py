@@ -1,6 +1,9 @@
-"""params.yaml -> typed, validated config objects. The only module that reads params.yaml.
+"""params.yaml -> typed, validated config sections. The only module that reads params.yaml.
 
-Unknown keys and wrong types fail with one sentence naming the key:
+The dataclasses below say what each knob is and check it; they hold no values. Every value, defaults
+included, comes from params.yaml (composed from conf/config.yaml + a recipe by `dvc exp run`), so there is
+one set of defaults. A missing or unknown key, a wrong type or a value out of range fails with one sentence
+naming the key:
     train.max_stepz: unknown key; did you mean train.max_steps?
 """
 
@@ -10,7 +13,7 @@ import dataclasses
 import difflib
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +22,9 @@ import yaml
 from stages import UserError
 
 PARAMS_FILE = Path("params.yaml")
+Backend = Literal["unsloth", "hf"]
+BACKENDS = typing.get_args(Backend)
+"""The values of train.backend (stages/backends/<name>_backend.py each)."""
 
 
 class ConfigError(UserError):
@@ -27,193 +33,199 @@ class ConfigError(UserError):
 
 @dataclass
 class DataConfig:
-    task: Literal["medical_cot", "cmeee_ner"] = "medical_cot"
+    task: Literal["medical_cot", "cmeee_ner"]
     """What the rows are: medical chain-of-thought (Question, Complex_CoT, Response), or CMeEE-V2 entities."""
-    source: str = "sample"
+    source: str
     """`sample` (the task's bundled sample), a local .json/.jsonl/.parquet/.csv path, or `hf:<dataset id>`."""
-    config: str | None = None
+    config: str | None
     """Hub dataset config, e.g. en, zh, en_mix, zh_mix; for `sample`: en or zh (medical_cot)."""
-    revision: str | None = None
+    revision: str | None
     """Hub dataset revision (commit or tag) to pin (hub sources only)."""
-    split: str = "train"
+    split: str
     """Hub dataset split to read (hub sources only)."""
-    max_rows: int | None = None
+    max_rows: int | None
     """Keep at most this many valid rows (before the train/eval split); null keeps all."""
-    eval_rows: int = 24
+    eval_rows: int
     """Rows held out for evaluation."""
-    on_bad_row: Literal["error", "skip"] = "error"
+    on_bad_row: Literal["error", "skip"]
     """A row failing validation stops prepare (`error`) or is skipped and counted (`skip`)."""
-    on_long_row: Literal["truncate", "skip"] = "truncate"
+    on_long_row: Literal["truncate", "skip"]
     """A row longer than train.max_seq_length is truncated by the trainer or skipped here; both are counted."""
 
 
 @dataclass
 class TinyModelConfig:
-    vocab_size: int = 2048
+    vocab_size: int
     """BPE vocabulary size of the tokenizer trained on the prepared texts."""
-    hidden_size: int = 128
+    hidden_size: int
     """Width of the tiny Llama."""
-    intermediate_size: int = 352
+    intermediate_size: int
     """MLP width of the tiny Llama."""
-    num_hidden_layers: int = 4
+    num_hidden_layers: int
     """Decoder layers."""
-    num_attention_heads: int = 4
+    num_attention_heads: int
     """Query heads."""
-    num_key_value_heads: int = 2
+    num_key_value_heads: int
     """Key/value heads (grouped-query attention, as in Llama 3)."""
 
 
 @dataclass
 class ModelConfig:
-    name: str = "tiny"
+    name: str
     """`tiny` (built from model.tiny), a hub id, or a local directory with a Hugging Face model."""
-    revision: str | None = None
+    revision: str | None
     """Hub revision (commit or tag) of the model; ignored for tiny and local directories."""
-    init: Literal["pretrained", "random"] = "pretrained"
+    init: Literal["pretrained", "random"]
     """`random`: the architecture of model.name with seeded random weights, for speed/memory runs only."""
-    trust_remote_code: bool = False
+    trust_remote_code: bool
     """Allow a hub model to run its own Python code. Off unless you trust the repository."""
-    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    tiny: TinyModelConfig
     """Shape of the embedded default model (its vocab_size also sizes the BPE of random-init models)."""
 
 
 @dataclass
 class LoraConfig:
-    r: int = 16
+    r: int
     """LoRA rank."""
-    alpha: int = 16
+    alpha: int
     """LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r) with rsLoRA)."""
-    dropout: float = 0.0
+    dropout: float
     """Dropout on the LoRA input."""
-    target_modules: list[str] = field(default_factory=lambda: [
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    target_modules: list[str]
     """Linear layers that get adapters."""
-    use_rslora: bool = False
+    use_rslora: bool
     """Rank-stabilised scaling alpha / sqrt(r)."""
 
 
 @dataclass
 class TrainConfig:
-    backend: Literal["unsloth", "hf"] = "unsloth"
+    backend: Backend
     """`unsloth` (FastLanguageModel) or `hf` (transformers + peft), both trained by TRL's SFTTrainer."""
-    load_in_4bit: bool = False
+    load_in_4bit: bool
     """QLoRA: load the base model in 4-bit NF4 (needs a CUDA GPU)."""
-    max_seq_length: int = 2048
+    max_seq_length: int
     """Longest training sequence in tokens; longer rows are truncated (prepare counts them)."""
-    per_device_train_batch_size: int = 2
+    per_device_train_batch_size: int
     """Rows per device per forward pass."""
-    gradient_accumulation_steps: int = 4
+    gradient_accumulation_steps: int
     """Forward passes per optimizer step."""
-    max_steps: int = 60
+    max_steps: int
     """Optimizer steps."""
-    learning_rate: float = 2e-4
+    learning_rate: float
     """Peak learning rate."""
-    warmup_steps: int = 5
+    warmup_steps: int
     """Linear warm-up steps."""
-    optim: str = "auto"
-    """Optimizer name for transformers; `auto` = adamw_8bit on a CUDA GPU, adamw_torch elsewhere."""
-    weight_decay: float = 0.01
+    optim: str
+    """A transformers optimizer name, or `auto`: adamw_8bit on a CUDA GPU, adamw_torch elsewhere."""
+    weight_decay: float
     """AdamW weight decay."""
-    lr_scheduler_type: str = "linear"
+    lr_scheduler_type: str
     """Learning-rate schedule after warm-up."""
-    logging_steps: int = 1
+    logging_steps: int
     """Log loss, learning rate and throughput every this many steps."""
-    save_steps: int = 20
+    save_steps: int
     """Write a checkpoint to models/checkpoints every this many steps."""
-    packing: bool = False
+    packing: bool
     """Pack several rows into one max_seq_length sequence (TRL packing)."""
-    gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
-    """Recompute activations in backward; `auto` = on with a CUDA GPU, off on the CPU."""
-    resume: Literal["auto", "never"] = "auto"
+    gradient_checkpointing: Literal["auto", "on", "off"]
+    """Recompute activations in backward: `on`, `off`, or `auto`: off when the estimated peak of the largest
+    micro-batch without recomputation fits in 70% of the GPU (stages/memory.py), on otherwise; off on the CPU."""
+    resume: Literal["auto", "never"]
     """`auto`: continue from the newest complete checkpoint of this same run (same params and data)."""
 
 
 @dataclass
 class McqConfig:
-    source: str | None = None
+    source: str | None
     """Multiple-choice rows to score (MedQA/MedMCQA/PubMedQA shapes): a local file or `hf:<id>`; null = off."""
-    config: str | None = None
+    config: str | None
     """Hub config of an `hf:` MCQ source."""
-    split: str = "test"
+    split: str
     """Hub split of an `hf:` MCQ source."""
-    max_rows: int | None = None
+    max_rows: int | None
     """Score at most this many questions; null scores all."""
-    max_new_tokens: int = 512
+    max_new_tokens: int
     """Thinking budget per question (reasoning + the chosen letter)."""
 
 
 @dataclass
 class EvalConfig:
-    num_samples: int = 24
+    num_samples: int
     """Held-out questions to generate answers for (at most data.eval_rows are available)."""
-    max_new_tokens: int = 256
+    max_new_tokens: int
     """Generation budget per question (reasoning + answer)."""
-    batch_size: int | Literal["auto"] = 8
+    batch_size: int | Literal["auto"]
     """Prompts per generation batch and rows per loss batch; `auto`: the most that fit the free memory."""
-    engine: Literal["static", "generate"] = "static"
+    engine: Literal["static", "generate"]
     """`static`: static KV cache, one CUDA graph per decode step on a GPU; `generate`: transformers' generate()."""
-    mcq: McqConfig = field(default_factory=McqConfig)
+    mcq: McqConfig
     """Medical multiple-choice accuracy of base and tuned (off unless eval.mcq.source is set)."""
 
 
 @dataclass
 class GenerateBenchConfig:
-    prompts: int = 1273
+    prompts: int
     """Prompts generated for at the auto batch (MedQA's test set has 1,273 questions)."""
-    prompt_tokens: int = 320
+    prompt_tokens: int
     """Tokens per prompt: windows of the benchmark rows' text."""
-    max_new_tokens: int = 512
+    max_new_tokens: int
     """New tokens per prompt; EOS never ends a generation early, so every prompt costs the whole budget."""
-    batch_size: int = 64
+    batch_size: int
     """The fixed batch compared with the auto batch (its first `batch_size` prompts)."""
-    peak_bandwidth_tbs: float = 4.8
+    peak_bandwidth_tbs: float
     """Memory bandwidth of the GPU for the roofline, TB/s (H200 datasheet)."""
 
 
 @dataclass
 class BenchConfig:
-    model: str = "models/configs/DeepSeek-R1-Distill-Llama-8B"
+    model: str
     """Architecture to benchmark (a directory with config.json); built with seeded random weights."""
-    rows: str = "../shared/data/medical-o1/demo_data.json"
+    rows: str
     """Rows whose real length mix the benchmark trains on (any data.source a file can be)."""
-    tokenizer_vocab_size: int = 4096
+    tokenizer_vocab_size: int
     """BPE trained on the rows; 4096 gives Llama 3's ~4.3 characters per token on medical-o1 text."""
-    weights_dir: str = "/tmp/medical-r1-bench-weights"
+    weights_dir: str
     """Where the random weights are written once and shared by every combination (outside the repo)."""
-    per_device_train_batch_size: int = 2
+    per_device_train_batch_size: int
     """Rows per forward pass (the reference recipe: 2)."""
-    gradient_accumulation_steps: int = 4
+    gradient_accumulation_steps: int
     """Forward passes per optimizer step (the reference recipe: 4)."""
-    max_seq_length: int = 2048
+    max_seq_length: int
     """Longest sequence; longer rows are truncated."""
-    gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
-    """As train.gradient_checkpointing; a combination may override it on the command line."""
-    learning_rate: float = 2e-4
+    gradient_checkpointing: Literal["auto", "on", "off"]
+    """As train.gradient_checkpointing, for every combination unless `--gradient-checkpointing` overrides it."""
+    learning_rate: float
     """The reference recipe's learning rate (speed does not depend on it; stability of the run does)."""
-    warmup_steps: int = 3
+    warmup_steps: int
     """Optimizer steps run before timing starts (compilation, autotuning, allocator warm-up)."""
-    measure_steps: int = 6
+    measure_steps: int
     """Optimizer steps timed for the steady-state figures."""
-    memory_budget_gib: float = 24.0
+    memory_budget_gib: float
     """Budget for the longest-sequence probe (a 24 GB card)."""
-    seq_probe_lengths: list[int] = field(default_factory=lambda: [2048, 4096, 8192, 16384, 32768])
+    seq_probe_lengths: list[int]
     """Sequence lengths probed, shortest first, with one batch-1 training step each."""
-    peak_tflops: float = 989.4
+    peak_tflops: float
     """Dense bf16 peak of the GPU for MFU (H100/H200 SXM datasheet)."""
-    generate: GenerateBenchConfig = field(default_factory=GenerateBenchConfig)
+    generate: GenerateBenchConfig
     """The generation benchmark (`python -m stages.bench generate`)."""
 
 
 @dataclass
 class Params:
-    seed: int = 3407
-    """Seed for the split, the tiny model, LoRA init and data order."""
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    bench: BenchConfig = field(default_factory=BenchConfig)
+    seed: int
+    """Seed for the split, the tiny model, random weights, LoRA init and data order."""
+    data: DataConfig
+    """Where the rows come from and how they are cleaned and split (prepare)."""
+    model: ModelConfig
+    """The base model (prepare writes it, train and evaluate load it)."""
+    lora: LoraConfig
+    """The adapter (train)."""
+    train: TrainConfig
+    """The trainer (train; max_seq_length also prepare and evaluate, load_in_4bit also evaluate)."""
+    eval: EvalConfig
+    """Scoring base and tuned (evaluate_base, evaluate)."""
+    bench: BenchConfig
+    """The GPU benchmark (bench/dvc.yaml; never part of the default `dvc repro`)."""
 
     def __post_init__(self):
         positive = {"data.eval_rows": self.data.eval_rows, "lora.r": self.lora.r,
@@ -276,6 +288,10 @@ def build(cls: type, raw: Any, prefix: str = ""):
             close = difflib.get_close_matches(str(key), fields, n=1)
             hint = f"; did you mean {prefix}{close[0]}?" if close else f"; known keys: {', '.join(fields)}"
             raise ConfigError(f"{prefix}{key}: unknown key{hint}")
+    missing = [key for key in fields if key not in raw]
+    if missing:
+        raise ConfigError(f"{prefix}{missing[0]}: missing; params.yaml must set every key (conf/config.yaml "
+                          "holds them all: `python scripts/compose_params.py` writes a complete params.yaml)")
     values = {key: _coerce(hints[key], value, f"{prefix}{key}") for key, value in raw.items()}
     return cls(**values)
 
@@ -320,7 +336,3 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
     return value
 
-
-def section(params: Params, name: str) -> dict[str, Any]:
-    """One section as a plain dict (for metrics files and reports)."""
-    return dataclasses.asdict(getattr(params, name))

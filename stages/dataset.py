@@ -52,6 +52,14 @@ def clean(records: list[Record], validate: Callable, on_bad_row: str, max_rows: 
     return rows, stats
 
 
+def tokenized(rows: list[dict], task, tokenizer) -> list[dict]:
+    """Each row formatted by the task (its text ending with the tokenizer's EOS) plus `n_tokens`, its length in
+    tokens of that tokenizer."""
+    rows = [task.format_row(r, tokenizer.eos_token) for r in rows]
+    lengths = [len(ids) for ids in tokenizer([r["text"] for r in rows])["input_ids"]] if rows else []
+    return [{**r, "n_tokens": n} for r, n in zip(rows, lengths)]
+
+
 def split(rows: list[dict], eval_rows: int, seed: int) -> tuple[list[dict], list[dict]]:
     """A seeded shuffle; the first `eval_rows` are held out. Same rows and seed -> same split."""
     if len(rows) <= eval_rows:

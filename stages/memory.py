@@ -1,21 +1,16 @@
-"""How much GPU memory a LoRA step needs without activation recomputation, and `gradient_checkpointing: auto`.
+"""How much GPU memory a LoRA step needs without activation recomputation, and `gradient_checkpointing: auto`;
+how many rows an evaluation batch can hold (`eval.batch_size: auto`).
 
-Activations are counted per token from the model config (bf16, 2 bytes per value), as autograd keeps them
-when nothing is recomputed; frozen weights need no gradients, and LoRA's own tensors (rank r) are small:
+Training: activations are counted per token from the model config (bf16, 2 bytes per value), as autograd keeps
+them when nothing is recomputed; each backend states its own count (`activation_bytes_per_token` in
+stages/backends/), since Unsloth's fused kernels keep less than plain transformers. Frozen weights need no
+gradients, and LoRA's own tensors (rank r) are small. The peak is what the loaded model already holds plus
+tokens x bytes per token. tests/test_memory.py checks the estimate against the peaks measured on the H200
+(reports/bench/*.json).
 
-  unsloth, per layer: the inputs and outputs of both RMSNorms (4h), q and the attention output kept by
-      flash-attention (2h), k and v (2 kv), and gate and up (2i): its fused LoRA MLP recomputes SwiGLU.
-      Its chunked cross-entropy never holds the full logits.
-  hf, per layer: the same plus SwiGLU's activation and product (2i more) and the float32 copies each
-      RMSNorm makes of its input and output (2 x 2 x 4h bytes); then the logits: bf16, their float32
-      upcast, log-softmax and its gradient (2 + 4 + 4 + 4 bytes per vocabulary entry).
-
-The peak is then what the loaded model already holds plus tokens x bytes per token. tests/test_memory.py
-checks the estimate against the peaks measured on the H200 (reports/bench/*.json).
-
-Evaluation (`eval.batch_size: auto`) needs no gradients: a generation batch holds the KV cache of every row
-for prompt + budget tokens (layers x KV heads x head dim x 2 x bytes per token) plus one prefill chunk's
-activations; a loss batch holds one layer's activations of every token at a time.
+Evaluation needs no gradients: a generation batch holds the KV cache of every row for prompt + budget tokens
+(layers x KV heads x head dim x 2 x bytes per token) plus one prefill chunk's activations; a loss batch holds
+one layer's activations of every token at a time.
 """
 
 from __future__ import annotations
@@ -27,21 +22,11 @@ def head_dim(model_config) -> int:
     """Width of one attention head (configs state it, or it is hidden size over heads)."""
     return getattr(model_config, "head_dim", None) or model_config.hidden_size // model_config.num_attention_heads
 
+
 AUTO_BUDGET = 0.7
 """`auto` turns recomputation off when the estimated peak is at most this share of the GPU's memory: the
 rest is for the allocator's fragmentation (reserved/allocated up to 1.42 measured, hf's padded batches),
 the CUDA context and evaluation."""
-
-
-def activation_bytes_per_token(model_config, backend: str) -> int:
-    """Bytes kept for the backward pass per token of a micro-batch, with no recomputation."""
-    h, i, layers = model_config.hidden_size, model_config.intermediate_size, model_config.num_hidden_layers
-    kv = model_config.num_key_value_heads * head_dim(model_config)
-    if backend == "unsloth":
-        return layers * BF16 * (6 * h + 2 * kv + 2 * i)
-    norms_fp32 = 2 * 2 * 4 * h
-    logits = model_config.vocab_size * (2 + 4 + 4 + 4)
-    return layers * (BF16 * (6 * h + 2 * kv + 4 * i) + norms_fp32) + logits
 
 
 def worst_batch_tokens(lengths: list[int], batch_size: int, padding_free: bool) -> int:
@@ -51,9 +36,9 @@ def worst_batch_tokens(lengths: list[int], batch_size: int, padding_free: bool) 
     return sum(longest) if padding_free else batch_size * longest[0]
 
 
-def estimated_peak_gib(model_config, backend: str, tokens: int, loaded_gib: float) -> float:
+def estimated_peak_gib(activation_bytes_per_token: int, tokens: int, loaded_gib: float) -> float:
     """Peak GPU memory (GiB) of a step over `tokens` tokens, given what the loaded model holds."""
-    return loaded_gib + tokens * activation_bytes_per_token(model_config, backend) / 2**30
+    return loaded_gib + tokens * activation_bytes_per_token / 2**30
 
 
 def choose_checkpointing(setting: str, estimated_gib: float | None, gpu_gib: float | None) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stages.config import BACKENDS
 from stages.metrics import LOSSES, RATES
 
 BASE_COLOR, TUNED_COLOR, LR_COLOR = "#9aa5b1", "#1f6feb", "#d97706"
@@ -125,9 +126,10 @@ def per_type_f1(metrics: dict, path: Path) -> None:
 def bench_bars(results: list[dict], path: Path) -> None:
     """Benchmark results side by side: steady-state tokens/s and peak reserved memory, one bar each."""
     plt = _pyplot()
-    results = sorted(results, key=lambda r: (r["precision"], r["tag"] or "", r["backend"] != "unsloth"))
+    color_of = dict(zip(BACKENDS, (TUNED_COLOR, BASE_COLOR)))
+    results = sorted(results, key=lambda r: (r["precision"], r["tag"] or "", BACKENDS.index(r["backend"])))
     labels = [f"{r['precision']}\n{r['tag'] or 'reference'}" for r in results]
-    colors = [TUNED_COLOR if r["backend"] == "unsloth" else BASE_COLOR for r in results]
+    colors = [color_of[r["backend"]] for r in results]
     fig, (speed, memory) = plt.subplots(1, 2, figsize=(max(10, 1.6 * len(results)), 4.8))
     for ax, key, ylabel in ((speed, "tokens_per_second", "steady-state training throughput (tokens/s)"),
                             (memory, "peak_gpu_reserved_gib", "peak GPU memory reserved (GiB)")):
@@ -139,9 +141,9 @@ def bench_bars(results: list[dict], path: Path) -> None:
         ax.set_xlabel("precision / settings")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3, axis="y")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in (TUNED_COLOR, BASE_COLOR)]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in color_of.values()]
     for ax in (speed, memory):
-        ax.legend(handles, ["unsloth", "hf (transformers + peft)"], loc="upper left", fontsize=8)
+        ax.legend(handles, list(color_of), loc="upper left", fontsize=8)
     device = results[0].get("device", "")
     speed.set_title(f"LoRA training speed, 8B architecture ({device})")
     memory.set_title("Peak memory")

@@ -2,7 +2,7 @@
 
     python -m stages.prepare
 
-Reads   params.yaml (seed, data.*, model.*, train.max_seq_length) and the source named by data.source
+Reads   params.yaml: seed, data.*, model.*, train.max_seq_length; the source named by data.source
         (rows longer than train.max_seq_length are counted, and skipped when data.on_long_row is skip)
 Writes  data/prepared/train.jsonl, data/prepared/eval.jsonl   (the task's fields + question, answer, prompt,
                                                               completion, text, n_tokens)
@@ -26,6 +26,44 @@ BASE = Path("models/base")
 STATS = Path("reports/prepare/stats.json")
 
 
+def main() -> None:
+    params = config.load()
+    prepare(params.data, params.model, params.train.max_seq_length, params.seed)
+
+
+def prepare(data, model, max_seq_length: int, seed: int) -> None:
+    task = tasks.get(data.task)
+    source, hub_config = sources.resolve_sample(data.source, data.config, task.SAMPLES)
+    records = sources.load_records(source, hub_config, data.revision, data.split)
+    rows, cleaned = dataset.clean(records, task.validate, data.on_bad_row, data.max_rows)
+    train_rows, eval_rows = dataset.split(rows, data.eval_rows, seed)
+
+    corpus = [task.format_row(r, "")["text"] for r in train_rows]
+    with files.replaced_dir(BASE) as work_dir:
+        tokenizer = base_model.materialize(model, corpus, seed, max_seq_length, work_dir, BASE)
+    check_template_fits(tokenizer, max_seq_length)
+    train_rows, eval_rows = (dataset.tokenized(rows, task, tokenizer) for rows in (train_rows, eval_rows))
+    long_rows = sum(r["n_tokens"] > max_seq_length for r in train_rows + eval_rows)
+    if data.on_long_row == "skip" and long_rows:
+        train_rows, eval_rows = drop_long(train_rows, max_seq_length), drop_long(eval_rows, max_seq_length)
+        cleaned.skipped["too_long"] += long_rows
+        cleaned.rows_kept -= long_rows
+        if not train_rows or not eval_rows:
+            raise UserError(f"every {'training' if not train_rows else 'held-out'} row is longer than "
+                            f"train.max_seq_length ({max_seq_length}); raise it or set data.on_long_row=truncate")
+
+    files.write_jsonl(PREPARED / "train.jsonl", train_rows)
+    files.write_jsonl(PREPARED / "eval.jsonl", eval_rows)
+    files.write_json(STATS, {
+        "rows_read": cleaned.rows_read, "rows_kept": cleaned.rows_kept,
+        "rows_skipped": sum(cleaned.skipped.values()), "skipped_by_reason": dict(sorted(cleaned.skipped.items())),
+        "duplicates": cleaned.duplicates, "train_rows": len(train_rows), "eval_rows": len(eval_rows),
+        "rows_longer_than_max_seq_length": long_rows,
+        "tokens": token_stats([r["n_tokens"] for r in train_rows + eval_rows])})
+    print(f"prepare: {len(train_rows)} train / {len(eval_rows)} eval rows from {source}; "
+          f"skipped {sum(cleaned.skipped.values())}, duplicates {cleaned.duplicates}")
+
+
 def token_stats(lengths: list[int]) -> dict:
     lengths = np.asarray(lengths)
     return {"p50": int(np.percentile(lengths, 50)), "p95": int(np.percentile(lengths, 95)),
@@ -39,49 +77,8 @@ def check_template_fits(tokenizer, max_seq_length: int) -> None:
                         f"({overhead} tokens with empty fields); raise it")
 
 
-def drop_long(rows: list[dict], lengths: list[int], max_seq_length: int) -> tuple[list[dict], list[int]]:
-    keep = [i for i, n in enumerate(lengths) if n <= max_seq_length]
-    return [rows[i] for i in keep], [lengths[i] for i in keep]
-
-
-def main() -> None:
-    params = config.load()
-    data = params.data
-    task = tasks.get(data.task)
-    source, hub_config = sources.resolve_sample(data.source, data.config, task.SAMPLES)
-    records = sources.load_records(source, hub_config, data.revision, data.split)
-    rows, cleaned = dataset.clean(records, task.validate, data.on_bad_row, data.max_rows)
-    train_rows, eval_rows = dataset.split(rows, data.eval_rows, params.seed)
-    max_len = params.train.max_seq_length
-
-    corpus = [task.format_row(r, "")["text"] for r in train_rows]
-    with files.replaced_dir(BASE) as work_dir:
-        tokenizer = base_model.materialize(params.model, corpus, params.seed, max_len, work_dir, BASE)
-    check_template_fits(tokenizer, max_len)
-    train_rows = [task.format_row(r, tokenizer.eos_token) for r in train_rows]
-    eval_rows = [task.format_row(r, tokenizer.eos_token) for r in eval_rows]
-    train_lengths, eval_lengths = ([len(ids) for ids in tokenizer([r["text"] for r in rows])["input_ids"]]
-                                   for rows in (train_rows, eval_rows))
-    long_rows = sum(n > max_len for n in train_lengths + eval_lengths)
-    if data.on_long_row == "skip" and long_rows:
-        train_rows, train_lengths = drop_long(train_rows, train_lengths, max_len)
-        eval_rows, eval_lengths = drop_long(eval_rows, eval_lengths, max_len)
-        cleaned.skipped["too_long"] += long_rows
-        cleaned.rows_kept -= long_rows
-        if not train_rows or not eval_rows:
-            raise UserError(f"every {'training' if not train_rows else 'held-out'} row is longer than "
-                            f"train.max_seq_length ({max_len}); raise it or set data.on_long_row=truncate")
-    lengths = train_lengths + eval_lengths
-
-    files.write_jsonl(PREPARED / "train.jsonl", [{**r, "n_tokens": n} for r, n in zip(train_rows, train_lengths)])
-    files.write_jsonl(PREPARED / "eval.jsonl", [{**r, "n_tokens": n} for r, n in zip(eval_rows, eval_lengths)])
-    files.write_json(STATS, {
-        "rows_read": cleaned.rows_read, "rows_kept": cleaned.rows_kept,
-        "rows_skipped": sum(cleaned.skipped.values()), "skipped_by_reason": dict(sorted(cleaned.skipped.items())),
-        "duplicates": cleaned.duplicates, "train_rows": len(train_rows), "eval_rows": len(eval_rows),
-        "rows_longer_than_max_seq_length": long_rows, "tokens": token_stats(lengths)})
-    print(f"prepare: {len(train_rows)} train / {len(eval_rows)} eval rows from {source}; "
-          f"skipped {sum(cleaned.skipped.values())}, duplicates {cleaned.duplicates}")
+def drop_long(rows: list[dict], max_seq_length: int) -> list[dict]:
+    return [r for r in rows if r["n_tokens"] <= max_seq_length]
 
 
 if __name__ == "__main__":

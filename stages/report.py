@@ -2,7 +2,7 @@
 
     python -m stages.report
 
-Reads   params.yaml (seed, model.name, data.task, data.source, data.config, train.*, lora.*) for the params table,
+Reads   params.yaml: seed, model.name, data.task, data.source, data.config, lora.*, train.* (the params table);
         reports/prepare/stats.json, reports/train/{metrics,perf,run}.json, reports/train/{steps,step_times,
         eval_loss}.csv, reports/eval/{base,tuned}/{metrics,perf}.json, reports/eval/samples.jsonl
 Writes  reports/figures/loss.png, reports/figures/throughput_memory.png, reports/figures/before_after.png,
@@ -31,17 +31,15 @@ def cell(text: str, limit: int = 700) -> str:
     return text.replace("|", "\\|").replace("\n", "<br>")
 
 
-def params_table(params) -> list[str]:
-    train, lora, data = params.train, params.lora, params.data
-    rows = [("model", params.model.name), ("task", data.task),
-            ("data", f"{data.source}" + (f" ({data.config})" if data.config else "")),
+def params_table(seed: int, model_name: str, task: str, source: str, lora, train) -> list[str]:
+    rows = [("model", model_name), ("task", task), ("data", source),
             ("backend", train.backend), ("4-bit", train.load_in_4bit),
             ("LoRA", f"r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, rsLoRA={lora.use_rslora}"),
             ("targets", ", ".join(lora.target_modules)),
             ("steps x batch x accumulation", f"{train.max_steps} x {train.per_device_train_batch_size} x "
                                              f"{train.gradient_accumulation_steps}"),
             ("learning rate", f"{train.learning_rate:g} ({train.lr_scheduler_type}, warmup {train.warmup_steps})"),
-            ("max_seq_length", train.max_seq_length), ("seed", params.seed)]
+            ("max_seq_length", train.max_seq_length), ("seed", seed)]
     return ["| param | value |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows)]
 
 
@@ -64,21 +62,20 @@ def samples_section(samples: list[dict]) -> list[str]:
     return lines
 
 
-def build_markdown(params, stats: dict, train: dict, train_perf: dict, run: dict, evaluation: dict,
-                   samples: list[dict]) -> str:
+def build_markdown(params_rows: list[str], source: str, stats: dict, train: dict, train_perf: dict, run: dict,
+                   evaluation: dict, samples: list[dict], model_name: str) -> str:
     tokens = stats["tokens"]
-    source, _ = sources.resolve_sample(params.data.source, params.data.config, tasks.get(params.data.task).SAMPLES)
     memory = (f"{train_perf['peak_gpu_reserved_gib']} GiB GPU reserved" if "peak_gpu_reserved_gib" in train_perf
               else f"{train_perf['peak_rss_gib']} GiB RSS")
-    banner = ([f"> **weights: random.** The base model has seeded random weights ({params.model.name}); this run "
+    banner = ([f"> **weights: random.** The base model has seeded random weights ({model_name}); this run "
                "measures the pipeline, speed and memory, not medical ability.", ""]
-              if run["weights"] == "random" and params.model.name != "tiny" else [])
+              if run["weights"] == "random" and model_name != "tiny" else [])
     lines = [
         "# Fine-tuning report", "", *banner,
         f"{stats['train_rows']} training and {stats['eval_rows']} held-out rows from `{source}` "
         f"({stats['rows_skipped']} skipped, {stats['duplicates']} duplicates; tokens per row p50 {tokens['p50']}, "
         f"p95 {tokens['p95']}, max {tokens['max']}).", "",
-        "## Params", "", *params_table(params), "",
+        "## Params", "", *params_rows, "",
         "## Training", "",
         f"Loss {train['train_loss_first']} → {train['train_loss_final']} over {train['steps']} steps "
         f"({train['tokens_seen']:,} tokens in {train_perf['train_seconds']} s: "
@@ -100,20 +97,29 @@ def flat(by_model: dict) -> dict:
 
 def main() -> None:
     params = config.load()
+    report(params.seed, params.model.name, params.data.task, params.data.source, params.data.config, params.lora,
+           params.train)
+
+
+def report(seed: int, model_name: str, task: str, data_source: str, data_config: str | None, lora, train_config
+           ) -> None:
     stats = files.read_json(REPORTS / "prepare/stats.json")
     train, train_perf, run = (files.read_json(REPORTS / f"train/{name}.json") for name in ("metrics", "perf", "run"))
     scores, perf = ({model: files.read_json(REPORTS / f"eval/{model}/{name}.json")[model]
                      for model in ("base", "tuned")} for name in ("metrics", "perf"))
     steps = files.read_csv(REPORTS / "train/steps.csv")
     plots.loss_curve(steps, files.read_csv(REPORTS / "train/eval_loss.csv"), FIGURES / "loss.png")
-    plots.throughput_memory(files.read_csv(REPORTS / "train/step_times.csv"), params.train.backend, run["device"],
+    plots.throughput_memory(files.read_csv(REPORTS / "train/step_times.csv"), train_config.backend, run["device"],
                             train_perf, perf, FIGURES / "throughput_memory.png")
     evaluation = flat(scores)
     plots.before_after(evaluation, FIGURES / "before_after.png")
     if "base.ner_f1" in evaluation:
         plots.per_type_f1(evaluation, FIGURES / "ner_f1_by_type.png")
     samples = files.read_jsonl(REPORTS / "eval/samples.jsonl")
-    markdown = build_markdown(params, stats, train, train_perf, run, {**evaluation, **flat(perf)}, samples)
+    source, _ = sources.resolve_sample(data_source, data_config, tasks.get(task).SAMPLES)
+    shown_source = data_source + (f" ({data_config})" if data_config else "")
+    markdown = build_markdown(params_table(seed, model_name, task, shown_source, lora, train_config), source, stats,
+                              train, train_perf, run, {**evaluation, **flat(perf)}, samples, model_name)
     files.write_text(REPORTS / "report.md", markdown)
     print(f"report: wrote {REPORTS / 'report.md'} and figures in {FIGURES}")
 

@@ -14,16 +14,24 @@ so a fixed count is part of computing the same bits everywhere (tiny models gain
 
 
 def setup(seed: int | None = None) -> None:
-    """Fix the CPU thread count (on a machine without CUDA) and, when given, seed python, numpy and torch."""
-    import numpy as np
+    """Fix the CPU thread count (on a machine without CUDA) and, when given, seed every generator."""
     import torch
 
     if not torch.cuda.is_available():
         torch.set_num_threads(CPU_THREADS)
     if seed is not None:
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
+        seed_all(seed)
+
+
+def seed_all(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and every GPU): the one place the pipeline seeds, called before each
+    seeded draw (the tiny model, random weights, LoRA initialisation, a stage's start)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def peak_memory() -> dict:

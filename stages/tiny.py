@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages import prompts
+from stages import prompts, runtime
 
 BOS, EOS, PAD = "<|begin_of_text|>", "<|end_of_text|>", "<|pad|>"
 
@@ -44,7 +44,7 @@ def build_model(tokenizer, shape, seed: int, max_position_embeddings: int):
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, rope_theta=10000.0,
         torch_dtype="float32",
     )
-    torch.manual_seed(seed)
+    runtime.seed_all(seed)
     model = LlamaForCausalLM(config)
     # LoRA leaves lm_head frozen. At the usual std of 0.02 a 128-wide head caps every logit near 2.5,
     # so no adapter could push the loss below ~5 nats; unit-norm rows give it a pretrained model's range.

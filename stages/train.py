@@ -3,7 +3,7 @@
     python -m stages.train
     dvc exp run -S train.backend=hf -S train.max_steps=3
 
-Reads   params.yaml (seed, lora.*, train.*), data/prepared/{train,eval}.jsonl, models/base/
+Reads   params.yaml: seed, lora.*, train.*; data/prepared/{train,eval}.jsonl, models/base/
 Writes  models/adapter/              LoRA adapter (PEFT format, safetensors) + tokenizer
         reports/train/metrics.json   loss first/final, held-out loss, steps, tokens seen (identical on reruns)
         reports/train/perf.json      seconds, tokens/s, peak memory (GPU allocated/reserved, or CPU max RSS)
@@ -15,14 +15,14 @@ Writes  models/adapter/              LoRA adapter (PEFT format, safetensors) + t
 Keeps   models/checkpoints/<run>/    trainer checkpoints every train.save_steps while the run is incomplete (not
                                      a DVC output): with train.resume=auto a killed run continues from the
                                      newest complete one; a finished run deletes them
+The recipe itself (load, checkpointing decision, LoRA, SFTTrainer) is stages/finetune.py: setup -> fit.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from stages import backends, base_model, checkpoints, config, files, runtime, trainer
+from stages import base_model, checkpoints, config, files, finetune, runtime, steplog
 from stages.base_model import BaseModel
 
 PREPARED = Path("data/prepared")
@@ -30,6 +30,56 @@ BASE = Path("models/base")
 ADAPTER = Path("models/adapter")
 CHECKPOINTS = Path("models/checkpoints")
 REPORTS = Path("reports/train")
+
+
+def main() -> None:
+    params = config.load()
+    base = BaseModel.read(BASE)
+    train_rows, eval_rows = (files.read_jsonl(PREPARED / f"{split}.jsonl") for split in ("train", "eval"))
+    session = finetune.setup(base, params.train, params.lora, params.seed, [r["n_tokens"] for r in train_rows])
+    seconds = fit(session, train_rows, eval_rows, params.seed, params.lora, params.train)
+    save(session, seconds, base, params.train)
+
+
+def fit(session: finetune.Session, train_rows: list[dict], eval_rows: list[dict], seed: int, lora, train) -> float:
+    """finetune.fit with checkpoints in this run's own folder: resumed from the newest complete one of the same run
+    (train.resume: auto), deleted once the run has finished."""
+    run = checkpoints.fingerprint(seed, lora, train, PREPARED / "train.jsonl", BASE)
+    run_dir = checkpoints.run_dir(CHECKPOINTS, run)
+    resume_from = checkpoints.find_resumable(run_dir, run, train.max_steps) if train.resume == "auto" else None
+    if resume_from:
+        session.log.restore(files.read_json(resume_from / checkpoints.MARKER))
+        print(f"train: resuming from {resume_from}")
+    else:
+        checkpoints.clear(CHECKPOINTS)  # this run starts over, and other runs' leftovers go too
+    seconds = finetune.fit(session, train_rows, eval_rows, train, seed, run_dir,
+                           [checkpoints.marker_writer(run, session.log)], resume_from)
+    checkpoints.clear(run_dir)
+    return seconds
+
+
+def save(session: finetune.Session, seconds: float, base: BaseModel, train) -> None:
+    """The adapter and tokenizer, the step log and the run's numbers."""
+    with files.replaced_dir(ADAPTER) as work_dir:
+        session.model.save_pretrained(work_dir, safe_serialization=True)
+        sort_target_modules(work_dir)
+        base_model.save_tokenizer(session.tokenizer, work_dir)
+    log = session.log
+    steps, times = steplog.split_timings(log.rows)
+    files.write_csv(REPORTS / "steps.csv", steps)
+    files.write_csv(REPORTS / "step_times.csv", times)
+    files.write_csv(REPORTS / "eval_loss.csv", log.evals)
+    metrics = steplog.summarize(log)
+    perf = {**steplog.speed(log, seconds), **runtime.peak_memory()}
+    if session.estimated_peak_gib is not None:
+        perf["estimated_peak_gib_without_recompute"] = session.estimated_peak_gib
+    files.write_json(REPORTS / "metrics.json", metrics)
+    files.write_json(REPORTS / "perf.json", perf)
+    files.write_json(REPORTS / "run.json", {
+        "device": runtime.device_name(), "weights": base.init, "gradient_checkpointing": session.gradient_checkpointing,
+        "optim": finetune.resolve_optim(train.optim, runtime.cuda_available())})
+    print(f"train: loss {metrics['train_loss_first']} -> {metrics['train_loss_final']} in {metrics['steps']} steps, "
+          f"{perf['tokens_per_second']} tokens/s")
 
 
 def sort_target_modules(adapter_dir: Path) -> None:
@@ -40,56 +90,6 @@ def sort_target_modules(adapter_dir: Path) -> None:
     if isinstance(adapter_config.get("target_modules"), list):
         adapter_config["target_modules"] = sorted(adapter_config["target_modules"])
     files.write_json(path, adapter_config)
-
-
-def main() -> None:
-    params = config.load()
-    backend = backends.get(params.train.backend)
-    runtime.setup(params.seed)
-    base = BaseModel.read(BASE)
-    model, tokenizer = backend.load(base, params.train)
-    train_rows = files.read_jsonl(PREPARED / "train.jsonl")
-    lengths = [min(r["n_tokens"], params.train.max_seq_length) for r in train_rows]  # counted by prepare
-    checkpointing, estimated_peak = trainer.decide_checkpointing(params.train, model, lengths)
-    model = backend.add_lora(model, params.lora, params.seed, checkpointing)
-
-    log = trainer.step_logger(model, tokenizer.pad_token_id)
-    run = checkpoints.fingerprint(params, PREPARED / "train.jsonl", BASE)
-    run_dir = checkpoints.run_dir(CHECKPOINTS, run)
-    resume_from = (checkpoints.find_resumable(run_dir, run, params.train.max_steps)
-                   if params.train.resume == "auto" else None)
-    if resume_from:
-        log.restore(files.read_json(resume_from / checkpoints.MARKER))
-        print(f"train: resuming from {resume_from}")
-    else:
-        checkpoints.clear(CHECKPOINTS)  # this run starts over, and other runs' leftovers go too
-    sft = trainer.build(model, tokenizer, train_rows, files.read_jsonl(PREPARED / "eval.jsonl"), params.train,
-                        params.seed, str(run_dir), [log, checkpoints.marker_writer(run, log)],
-                        gradient_checkpointing=checkpointing and params.train.backend == "hf")
-    started = time.perf_counter()
-    sft.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    seconds = time.perf_counter() - started + log.offset
-
-    with files.replaced_dir(ADAPTER) as work_dir:
-        sft.model.save_pretrained(work_dir, safe_serialization=True)
-        sort_target_modules(work_dir)
-        base_model.save_tokenizer(tokenizer, work_dir)
-    checkpoints.clear(run_dir)
-    steps, times = trainer.split_timings(log.rows)
-    files.write_csv(REPORTS / "steps.csv", steps)
-    files.write_csv(REPORTS / "step_times.csv", times)
-    files.write_csv(REPORTS / "eval_loss.csv", log.evals)
-    metrics = trainer.summarize(log)
-    perf = {**trainer.speed(log, seconds), **runtime.peak_memory()}
-    if estimated_peak is not None:
-        perf["estimated_peak_gib_without_recompute"] = estimated_peak
-    files.write_json(REPORTS / "metrics.json", metrics)
-    files.write_json(REPORTS / "perf.json", perf)
-    files.write_json(REPORTS / "run.json", {
-        "device": runtime.device_name(), "weights": base.init, "gradient_checkpointing": checkpointing,
-        "optim": trainer.resolve_optim(params.train.optim, runtime.cuda_available())})
-    print(f"train: loss {metrics['train_loss_first']} -> {metrics['train_loss_final']} in {metrics['steps']} steps, "
-          f"{perf['tokens_per_second']} tokens/s")
 
 
 if __name__ == "__main__":

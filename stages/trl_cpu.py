@@ -32,9 +32,10 @@ class _TorchLogProbs:
                           for name in ("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")))
 
 
-def install() -> None:
-    """Route TRL's fused LM head to plain PyTorch (call only when training on the CPU)."""
+def install_if_no_gpu() -> None:
+    """Route TRL's fused LM head to plain PyTorch when there is no CUDA GPU."""
+    import torch
     from trl.trainer import utils
 
-    if hasattr(utils, "_ChunkedLogProbFunction"):
+    if not torch.cuda.is_available() and hasattr(utils, "_ChunkedLogProbFunction"):
         utils._ChunkedLogProbFunction = _TorchLogProbs

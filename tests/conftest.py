@@ -1,9 +1,21 @@
-"""Shared helpers: a scratch working directory with its own params.yaml, and running a stage in it."""
+"""Shared helpers: a scratch working directory with its own params.yaml, and running a stage in it.
+
+`Workdir.run` runs a stage's command: train as `dvc repro` does (`python -m stages.train`, a fresh process, since
+Unsloth patches transformers for the whole process), and so any stage given its own environment; the others in
+this process (their main() through files.run_stage, in the directory, with their arguments), which saves
+seconds of imports per run. No stage may touch the network: tests/network_guard/sitecustomize.py refuses every host but this machine,
+in this process and in every process the tests start, and `Workdir.run` fails a test whose stage tried (unless
+the test is about that).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +23,30 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stages import files
 from stages.config import set_dotted
+from tests.network_guard import sitecustomize as network_guard
 
 REPO = Path(__file__).resolve().parents[1]
+NETWORK_GUARD = REPO / "tests" / "network_guard"
+NETWORK_REFUSED = network_guard.MARK
+IN_A_PROCESS_OF_ITS_OWN = {"train"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: trains, or starts DVC (left out by `pytest -m 'not slow'`)")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "trained" in item.fixturenames:  # the session's trained model: a training run
+            item.add_marker(pytest.mark.slow)
+
+
+def stage_env(env: dict | None = None) -> dict:
+    """The environment of a stage process: this checkout importable, the network guard loaded."""
+    python_path = os.pathsep.join(filter(None, [str(NETWORK_GUARD), str(REPO), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": python_path, **(env or {})}
 SMALL = {"data.max_rows": 40, "data.eval_rows": 4, "train.max_steps": 2, "train.save_steps": 2,
          "train.per_device_train_batch_size": 2, "train.gradient_accumulation_steps": 1,
          "model.tiny.vocab_size": 512}
@@ -39,24 +72,48 @@ class Workdir:
             set_dotted(tree, dotted, value)
         (self.path / "params.yaml").write_text(yaml.safe_dump(tree))
 
-    def run(self, stage: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-        """Run the dvc.yaml stage `stage` (its command) here, as `dvc repro` would."""
-        python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-        environment = {**os.environ, "PYTHONPATH": python_path, "HF_HUB_OFFLINE": "1", **(env or {})}
-        result = subprocess.run([sys.executable, "-m", *COMMANDS[stage]], cwd=self.path, env=environment,
-                                capture_output=True, text=True, timeout=600)
+    def run(self, stage: str, check: bool = True, env: dict | None = None, network: bool = False,
+            own_process: bool = False) -> subprocess.CompletedProcess:
+        """Run the dvc.yaml stage `stage` (its command) here, as `dvc repro` would; with `network` False (the
+        default) the stage must not even try to reach another host."""
+        if own_process or stage in IN_A_PROCESS_OF_ITS_OWN or env:  # libraries read the environment on import
+            result = subprocess.run([sys.executable, "-m", *COMMANDS[stage]], cwd=self.path, env=stage_env(env),
+                                    capture_output=True, text=True, timeout=600)
+        else:
+            result = self.run_here(stage)
+        if not network:
+            assert NETWORK_REFUSED not in result.stderr, f"stage {stage} reached for the network:\n{result.stderr[-4000:]}"
         if check and result.returncode != 0:
             raise AssertionError(f"stage {stage} failed ({result.returncode}):\n{result.stderr[-4000:]}")
         return result
+
+    def run_here(self, stage: str) -> subprocess.CompletedProcess:
+        """The stage's command in this process: its main() through files.run_stage, as `python -m` would run it."""
+        module, *args = COMMANDS[stage]
+        main = importlib.import_module(module).main
+        out, err = io.StringIO(), io.StringIO()
+        cwd, argv = os.getcwd(), sys.argv
+        os.chdir(self.path)
+        sys.argv = [module, *args]
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                files.run_stage(main)
+            code = 0
+        except SystemExit as exit:
+            code = exit.code
+        finally:
+            os.chdir(cwd)
+            sys.argv = argv
+        return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
 
     def reproduce(self, *stages: str, env: dict | None = None) -> None:
         """Run the given stages in order (all of the pipeline when none are given)."""
         for stage in stages or COMMANDS:
             self.run(stage, env=env)
 
-    def error_line(self, stage: str, env: dict | None = None) -> str:
+    def error_line(self, stage: str, env: dict | None = None, network: bool = False) -> str:
         """Run a stage that must fail as a user error: exit code 2, no traceback; return its last stderr line."""
-        result = self.run(stage, check=False, env=env)
+        result = self.run(stage, check=False, env=env, network=network)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
         return result.stderr.strip().splitlines()[-1]
 
@@ -71,6 +128,25 @@ def evaluation(workdir: Workdir) -> dict:
         for key, value in json.loads((workdir / f"reports/eval/{model}/metrics.json").read_text())[model].items():
             scores[f"{model}.{key}"] = value
     return scores
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Workdir:
+    """The tiny base model and an adapter trained for 30 steps on 60 rows (it learns to close </think> and stop);
+    tests that change it work on a copy (`copy_of`)."""
+    workdir = Workdir(tmp_path_factory.mktemp("trained"))
+    workdir.params(small({"train.max_steps": 30, "train.save_steps": 30, "data.max_rows": 60, "data.eval_rows": 7}))
+    workdir.run("prepare")
+    workdir.run("train")
+    return workdir
+
+
+def copy_of(workdir: Workdir, path: Path) -> Workdir:
+    """A copy of `workdir` at `path` (its data/sample link kept)."""
+    shutil.copytree(workdir.path, path, symlinks=True)
+    copy = Workdir.__new__(Workdir)
+    copy.path = path
+    return copy
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Bad input of every kind: one clear sentence and exit code 2, or a counted skip. Never a traceback.
 
-Each case writes its files into a scratch working directory, sets params, runs one stage as a user would
-(`python -m stages.<stage>`), and checks the last line of stderr (or the counts in stats.json).
+Each case writes its files into a scratch working directory, sets params, runs prepare there as its command
+does, and checks the exit code and the last line of stderr (or the counts in stats.json).
 """
 
 import json
@@ -14,6 +14,7 @@ from tests.conftest import small
 GOOD = [{"Question": f"Question {i}?", "Complex_CoT": f"Reasoning {i}.", "Response": f"Answer {i}."}
         for i in range(30)]
 NER = {"data.task": "cmeee_ner"}
+OFFLINE = {"HF_HUB_OFFLINE": "1"}
 GOOD_NER = [{"text": f"患者{i}岁，诊断为急性阑尾炎。", "entities": [
     {"start_idx": 7 + len(str(i)), "end_idx": 11 + len(str(i)), "type": "dis", "entity": "急性阑尾炎"}]} for i in range(30)]
 
@@ -40,10 +41,10 @@ class Case:
     """Written to rows.<suffix> and used as data.source."""
     suffix: str = "jsonl"
     params: dict = field(default_factory=dict)
-    stage: str = "prepare"
     skipped: dict | None = None
     """Expected stats.json skipped_by_reason (with data.on_bad_row=skip)."""
     env: dict = field(default_factory=dict)
+    """Environment of the run (the hub cases: HF_HUB_OFFLINE=1, as on a machine without network)."""
 
 
 CASES = [
@@ -76,9 +77,10 @@ CASES = [
     Case("config_with_local_file", "data.config 'en': only hub sources (hf:...) have configs",
          jsonl(GOOD), params={"data.config": "en"}),
     Case("hub_dataset_offline", "hf:FreedomIntelligence/medical-o1-reasoning-SFT (config en): not reachable",
-         params={"data.source": "hf:FreedomIntelligence/medical-o1-reasoning-SFT", "data.config": "en"}),
+         params={"data.source": "hf:FreedomIntelligence/medical-o1-reasoning-SFT", "data.config": "en"},
+         env=OFFLINE),
     Case("hub_model_offline", "model.name 'unsloth/DeepSeek-R1-Distill-Llama-8B': could not load its tokenizer",
-         jsonl(GOOD), params={"model.name": "unsloth/DeepSeek-R1-Distill-Llama-8B"}),
+         jsonl(GOOD), params={"model.name": "unsloth/DeepSeek-R1-Distill-Llama-8B"}, env=OFFLINE),
     Case("too_few_rows_for_eval", "only 3 usable rows, but data.eval_rows is 4", jsonl(GOOD[:3]),
          params={"data.max_rows": None}),
     Case("max_seq_length_below_template", "train.max_seq_length (64) is below the template's own length",
@@ -121,14 +123,10 @@ def test_bad_input(workdir, case):
         params.setdefault("data.source", path.name)
     workdir.params(params)
     if case.message is None:
-        workdir.run(case.stage, env=case.env)
+        workdir.run("prepare", env=case.env)
         stats = json.loads((workdir / "reports/prepare/stats.json").read_text())
         assert stats["skipped_by_reason"] == case.skipped
         assert stats["rows_skipped"] == sum(case.skipped.values())
     else:
-        last = workdir.error_line(case.stage, env=case.env)
+        last = workdir.error_line("prepare", env=case.env)
         assert last.startswith("error: ") and case.message in last, last
-
-
-def test_suite_is_large_enough():
-    assert len(CASES) >= 20

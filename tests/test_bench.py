@@ -4,10 +4,11 @@ import json
 import subprocess
 import sys
 
+import pytest
 from transformers import LlamaConfig
 
 from stages import bench
-from tests.conftest import REPO
+from tests.conftest import NETWORK_REFUSED, REPO, stage_env
 
 TINY_BENCH = {"bench.rows": "data/sample/medical_cot.jsonl", "bench.warmup_steps": 1, "bench.measure_steps": 2,
               "bench.per_device_train_batch_size": 1, "bench.gradient_accumulation_steps": 1,
@@ -21,11 +22,13 @@ def tiny_architecture(path):
 
 
 def run_bench(workdir, *args):
-    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "stages.bench", *args], cwd=workdir.path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-m", "stages.bench", *args], cwd=workdir.path, env=stage_env(),
+                         capture_output=True, text=True, timeout=600)
+    assert NETWORK_REFUSED not in out.stderr, out.stderr[-3000:]
+    return out
 
 
+@pytest.mark.slow
 def test_bench_runs_on_cpu_with_a_tiny_architecture(workdir):
     workdir.params({**TINY_BENCH, "bench.model": tiny_architecture(workdir / "arch"),
                     "bench.weights_dir": str(workdir / "weights")})
@@ -41,6 +44,7 @@ def test_bench_runs_on_cpu_with_a_tiny_architecture(workdir):
     assert (workdir / "reports/bench/throughput_memory.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_what_needs_a_gpu_is_refused_in_one_sentence(workdir):
     workdir.params({**TINY_BENCH, "bench.weights_dir": str(workdir / "weights")})
     (workdir / "models").mkdir()

@@ -69,24 +69,7 @@ def test_occurrences_include_overlapping_ones():
     assert cmeee_ner.occurrences("咳咳咳", "咳咳") == [0, 1]
 
 
-def test_ner_task_through_prepare_train_evaluate_report(workdir):
-    workdir.params(small({"data.task": "cmeee_ner", "data.max_rows": None, "eval.num_samples": 4,
-                          "eval.max_new_tokens": 24}))
-    workdir.reproduce()
-    stats = json.loads((workdir / "reports/prepare/stats.json").read_text())
-    assert stats["rows_kept"] == 240 and stats["rows_kept"] == stats["train_rows"] + stats["eval_rows"] and stats["rows_skipped"] == 0
-    prepared = json.loads((workdir / "data/prepared/eval.jsonl").read_text().splitlines()[0])
-    assert {"passage", "entities", "answer", "prompt", "text"} <= set(prepared)
-    scores = evaluation(workdir)
-    for model in ("base", "tuned"):
-        assert all(0 <= scores[f"{model}.{key}"] <= 1 for key in ("ner_precision", "ner_recall", "ner_f1"))
-        assert {f"{model}.ner_f1.{t}" for t in cmeee_ner.TYPES} <= set(scores)
-    assert "rouge_l" not in " ".join(scores)
-    report = (workdir / "reports/report.md").read_text()
-    assert "| ner f1 |" in report and "| ner f1.dis |" in report and "ner_f1_by_type.png" in report
-    assert (workdir / "reports/figures/ner_f1_by_type.png").is_file()
-
-
+@pytest.mark.slow
 def test_chinese_cot_rows_run_prepare_train_evaluate(workdir):
     """data.config=zh on the bundled sample: Chinese rows in the medical-o1 columns."""
     workdir.params(small({"data.config": "zh", "eval.num_samples": 2, "eval.max_new_tokens": 16}))

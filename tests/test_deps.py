@@ -90,3 +90,24 @@ def test_the_closure_follows_dynamic_imports():
     assert {"stages/tasks/cmeee_ner.py", "stages/tasks/mcq.py", "stages/tasks/medical_cot.py"} <= closure
     assert "stages/backends/unsloth_backend.py" in import_closure("stages.train")
     assert not any(path.startswith("stages/backends") for path in import_closure("stages.evaluate"))
+
+
+def params_read_by(module: str) -> set[str]:
+    """The params a stage's main() hands on, as dvc.yaml names them: `params.train` -> train, `params.data.task` ->
+    data.task (main() is the only reader of the loaded params; the functions it calls get sections or values)."""
+    tree = ast.parse(module_file(module).read_text())
+    main = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "main")
+    chains = set()
+    for node in ast.walk(main):
+        chain = []
+        while isinstance(node, ast.Attribute):
+            chain.insert(0, node.attr)
+            node = node.value
+        if isinstance(node, ast.Name) and node.id == "params" and chain:
+            chains.add(".".join(chain))
+    return {c for c in chains if not any(other.startswith(c + ".") for other in chains)}
+
+
+def test_each_stage_lists_exactly_the_params_it_reads():
+    for name, module, _, body in stages_of(REPO / "dvc.yaml"):
+        assert set(body["params"]) == params_read_by(module), name

@@ -11,20 +11,10 @@ import torch
 
 from stages import decoding, files, inference, memory
 from stages.base_model import BaseModel
-from tests.conftest import REPO, Workdir, small
+from tests.conftest import REPO
 
 LLAMA_8B = SimpleNamespace(**json.loads((REPO / "models/configs/DeepSeek-R1-Distill-Llama-8B/config.json").read_text()))
 GIB = 2**30
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Workdir:
-    """The tiny base model and an adapter trained for 30 steps on 40 rows (it learns to close </think> and stop)."""
-    workdir = Workdir(tmp_path_factory.mktemp("trained"))
-    workdir.params(small({"train.max_steps": 30, "train.save_steps": 30, "data.max_rows": 60, "data.eval_rows": 7}))
-    workdir.run("prepare")
-    workdir.run("train")
-    return workdir
 
 
 @pytest.fixture

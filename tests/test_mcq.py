@@ -2,7 +2,7 @@ import pytest
 
 from stages.tasks import mcq
 from stages.tasks import BadRow
-from tests.conftest import evaluation, small
+from tests.conftest import small
 
 OPTIONS = {"A": "Iron deficiency", "B": "Folate deficiency", "C": "Parvovirus B19 infection",
            "D": "Vitamin B12 deficiency"}
@@ -75,18 +75,6 @@ def test_score():
     result = mcq.score(items, generations, [10, 20, 30, 40])
     assert result == {"mcq_accuracy": 0.5, "mcq_accuracy.medqa": pytest.approx(1 / 3, abs=1e-4),
                       "mcq_accuracy.pubmedqa": 1.0, "mcq_no_letter": 0.25, "mcq_thinking_tokens": 25.0}
-
-
-def test_evaluate_reports_mcq_accuracy_for_base_and_tuned(workdir):
-    workdir.params(small({"eval.mcq.source": "data/sample/mcq.jsonl", "eval.mcq.max_rows": 6,
-                          "eval.mcq.max_new_tokens": 12, "eval.num_samples": 2, "eval.max_new_tokens": 8}))
-    workdir.reproduce()
-    scores = evaluation(workdir)
-    for model in ("base", "tuned"):
-        assert 0 <= scores[f"{model}.mcq_accuracy"] <= 1 and 0 <= scores[f"{model}.mcq_no_letter"] <= 1
-        assert {f"{model}.mcq_accuracy.medqa", f"{model}.mcq_accuracy.medmcqa"} <= set(scores)
-        assert scores[f"{model}.mcq_thinking_tokens"] > 0
-    assert "| mcq accuracy |" in (workdir / "reports/report.md").read_text()
 
 
 def test_mcq_gold_letter_not_among_options_fails_evaluate(workdir):

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from stages import memory
+from stages import backends, memory
 from tests.conftest import REPO
 
 LLAMA_8B = SimpleNamespace(**json.loads((REPO / "models/configs/DeepSeek-R1-Distill-Llama-8B/config.json").read_text()))
@@ -18,7 +18,8 @@ def loaded_gib(four_bit: bool, lora_parameters: int) -> float:
     the block scales), the LoRA weights in float32, their gradients and 8-bit Adam states."""
     c = LLAMA_8B
     kv = c.num_key_value_heads * c.hidden_size // c.num_attention_heads
-    linear = c.num_hidden_layers * (c.hidden_size * (2 * c.hidden_size + 2 * kv) + 3 * c.hidden_size * c.intermediate_size)
+    linear = c.num_hidden_layers * (c.hidden_size * (2 * c.hidden_size + 2 * kv)
+                                    + 3 * c.hidden_size * c.intermediate_size)
     other = 2 * c.vocab_size * c.hidden_size
     weights = linear * (0.5 + 4 / 64 if four_bit else 2) + other * 2
     return (weights + lora_parameters * (4 + 4 + 2)) / 2**30
@@ -48,20 +49,16 @@ def measured_points():
 
 @pytest.mark.parametrize("what, backend, tokens, loaded, measured", measured_points(), ids=lambda v: str(v))
 def test_estimate_matches_measured_peak(what, backend, tokens, loaded, measured):
-    estimate = memory.estimated_peak_gib(LLAMA_8B, backend, tokens, loaded)
+    estimate = memory.estimated_peak_gib(backends.get(backend).activation_bytes_per_token(LLAMA_8B), tokens, loaded)
     assert abs(estimate - measured) <= TOLERANCE * measured, f"{what}: estimated {estimate:.1f}, measured {measured}"
-
-
-def test_per_token_counts():
-    assert memory.activation_bytes_per_token(LLAMA_8B, "unsloth") == 32 * 2 * (6 * 4096 + 2 * 1024 + 2 * 14336)
-    assert memory.activation_bytes_per_token(LLAMA_8B, "hf") > 2.5 * memory.activation_bytes_per_token(LLAMA_8B, "unsloth")
 
 
 def test_auto_turns_recomputation_off_only_when_the_estimate_fits():
     h200 = 139.8
     loaded = loaded_gib(False, bench("unsloth-bf16.json")["lora_parameters"])
-    fits = memory.estimated_peak_gib(LLAMA_8B, "unsloth", 8 * 2048, loaded)
-    too_big = memory.estimated_peak_gib(LLAMA_8B, "unsloth", 64 * 2048, loaded)
+    per_token = backends.get("unsloth").activation_bytes_per_token(LLAMA_8B)
+    fits = memory.estimated_peak_gib(per_token, 8 * 2048, loaded)
+    too_big = memory.estimated_peak_gib(per_token, 64 * 2048, loaded)
     assert memory.choose_checkpointing("auto", fits, h200) is False
     assert memory.choose_checkpointing("auto", too_big, h200) is True
     assert memory.choose_checkpointing("auto", fits, 24.0) is True  # the same batch on a 24 GiB card

@@ -13,8 +13,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from transformers import AutoTokenizer
 
+from stages import prompts
+from stages.tasks import cmeee_ner, mcq
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
 
 REPRODUCED = ["reports/prepare/stats.json", "reports/train/metrics.json", "reports/train/steps.csv",
               "reports/train/eval_loss.csv", "reports/eval/base/metrics.json", "reports/eval/tuned/metrics.json",
@@ -115,7 +120,8 @@ def test_experiment_is_diffable_and_pr_report_shows_it(repo):
     diff = json.loads(dvc("metrics", "diff", "HEAD", "r8", "--json", cwd=repo).stdout)
     assert "tuned.eval_loss" in diff["reports/eval/tuned/metrics.json"]
     assert "reports/eval/base/metrics.json" not in diff  # the base model did not change
-    assert diff["reports/train/metrics.json"]["steps"] == {"old": 200, "new": 3, "diff": -197}
+    steps = yaml.safe_load((REPO / "params.yaml").read_text())["train"]["max_steps"]  # the committed default
+    assert diff["reports/train/metrics.json"]["steps"] == {"old": steps, "new": 3, "diff": 3 - steps}
 
     plots = json.loads(dvc("plots", "diff", "HEAD", "r8", "--json", cwd=repo).stdout)
     curve = plots["data"]["reports/train/steps.csv"][0]
@@ -123,7 +129,7 @@ def test_experiment_is_diffable_and_pr_report_shows_it(repo):
     steps_by_rev = {}
     for point in curve["content"]["data"]["values"]:
         steps_by_rev[point["rev"]] = steps_by_rev.get(point["rev"], 0) + 1
-    assert steps_by_rev == {"HEAD": 200, "r8": 3}
+    assert steps_by_rev == {"HEAD": steps, "r8": 3}
 
     dvc("exp", "apply", "r8", cwd=repo)
     sh(["bash", "scripts/pr_report.sh", "HEAD"], repo)
@@ -135,14 +141,35 @@ def test_experiment_is_diffable_and_pr_report_shows_it(repo):
     dvc("checkout", "--force", cwd=repo)
 
 
-def test_a_recipe_runs_by_its_one_command(repo):
+def test_a_recipe_runs_by_its_one_command_and_its_scores_are_those_of_its_generations(repo):
+    """The NER recipe with MCQ scoring on: every score in the metrics is the score of the generations evaluate wrote
+    (on the held-out rows prepare wrote, and on the MCQ file), so no row is dropped, reordered or mismatched."""
     dvc("exp", "run", "-S", "recipe=embedded_ner", "-S", "train.max_steps=4", "-S", "eval.num_samples=4",
-        "-S", "eval.max_new_tokens=32", "-n", "ner", cwd=repo)
+        "-S", "eval.max_new_tokens=32", "-S", "eval.mcq.source=data/sample/mcq.jsonl", "-S", "eval.mcq.max_rows=6",
+        "-S", "eval.mcq.max_new_tokens=16", "-n", "ner", cwd=repo)
     stats = json.loads((repo / "reports/prepare/stats.json").read_text())
     assert stats["rows_kept"] == 240
-    scores = json.loads((repo / "reports/eval/tuned/metrics.json").read_text())["tuned"]
-    assert {"ner_f1", "ner_precision", "ner_recall", "ner_f1.dis"} <= set(scores)
-    assert "| ner f1 |" in (repo / "reports/report.md").read_text()
+    held_out = [json.loads(line) for line in (repo / "data/prepared/eval.jsonl").read_text().splitlines()][:4]
+    questions = [mcq.adapt(json.loads(line)) for line in (repo / "data/sample/mcq.jsonl").read_text().splitlines()][:6]
+    tokenizer = AutoTokenizer.from_pretrained(repo / "models/base")
+    for model in ("base", "tuned"):
+        scores = json.loads((repo / f"reports/eval/{model}/metrics.json").read_text())[model]
+        written = [json.loads(line) for line in (repo / f"reports/eval/{model}/generations.jsonl").read_text().splitlines()]
+        texts = [g["generation"] for g in written if g["prompt_set"] == "held_out"]
+        answered = [g for g in written if g["prompt_set"] == "mcq"]
+        assert len(texts) == scores["samples"] == 4 and len(answered) == 6
+        ner = cmeee_ner.score(held_out, [prompts.split_generation(t).answer for t in texts])
+        assert {k: scores[k] for k in ner} == ner and {"ner_f1", "ner_f1.dis"} <= set(ner)
+        assert [(g["question"], g["gold"]) for g in answered] == [(q.question, q.gold) for q in questions]
+        assert [g["chosen"] for g in answered] == [mcq.extract_letter(g["generation"], q.options)
+                                                 for g, q in zip(answered, questions)]
+        thinking = [len(tokenizer(prompts.split_generation(g["generation"]).thinking,
+                                  add_special_tokens=False)["input_ids"]) for g in answered]
+        expected = mcq.score(questions, [g["generation"] for g in answered], thinking)
+        assert {k: scores[k] for k in expected} == expected
+        assert scores["mcq_accuracy"] == round(sum(g["chosen"] == g["gold"] for g in answered) / 6, 4)
+    report = (repo / "reports/report.md").read_text()
+    assert "| ner f1 |" in report and "| mcq accuracy |" in report and "ner_f1_by_type.png" in report
     assert "ner" in dvc("exp", "show", "--md", cwd=repo).stdout
     sh(["git", "checkout", "--", "."], repo)
     dvc("checkout", "--force", cwd=repo)
@@ -155,7 +182,7 @@ def test_a_queued_sweep_of_two_points(repo):
     queued = dvc("exp", "run", "--queue", "-S", "lora.r=4,8", "-S", "train.max_steps=2", "-S", "eval.num_samples=2",
                  "-S", "eval.max_new_tokens=8", cwd=repo).stdout
     assert queued.count("Queued experiment") == 2
-    dvc("queue", "start", "-j", "1", cwd=repo)
+    dvc("queue", "start", "-j", "2", cwd=repo)
     deadline = time.time() + 900
     while time.time() < deadline:
         status = dvc("queue", "status", cwd=repo).stdout

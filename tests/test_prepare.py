@@ -25,7 +25,7 @@ def write_jsonl(path, items):
 def test_bad_file_fails_with_file_row_and_field(workdir):
     bad = write_jsonl(workdir / "bad.jsonl", rows(3) + [{**GOOD, "Complex_CoT": "  "}] + rows(30, 3))
     workdir.params(small({"data.source": str(bad)}))
-    result = workdir.run("prepare", check=False)
+    result = workdir.run("prepare", check=False, own_process=True)  # the command line itself, as a user runs it
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [

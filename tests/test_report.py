@@ -2,13 +2,17 @@ import shutil
 
 import matplotlib.image
 
-from tests.conftest import small
+import pytest
+
+from tests.conftest import copy_of
+
+pytestmark = pytest.mark.slow
 
 
-def test_report_runs_from_saved_files_alone(workdir):
+def test_report_runs_from_saved_files_alone(trained, tmp_path):
     """No model, no data: only the files the other stages wrote."""
-    workdir.params(small({"eval.num_samples": 4, "eval.max_new_tokens": 16}))
-    workdir.reproduce("prepare", "train", "evaluate_base", "evaluate")
+    workdir = copy_of(trained, tmp_path / "run")
+    workdir.reproduce("evaluate_base", "evaluate")
     for folder in ("models", "data/prepared"):
         shutil.rmtree(workdir / folder)
     workdir.run("report")

@@ -1,23 +1,24 @@
 """Kill training with SIGKILL, run it again: it resumes and ends exactly where an uninterrupted run ends."""
 
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
 
-from tests.conftest import REPO, Workdir, small
+import pytest
+
+from tests.conftest import Workdir, small, stage_env
+
+pytestmark = pytest.mark.slow
 
 MARKER = "models/checkpoints/*/checkpoint-4/resume.json"
 RUN = {"train.max_steps": 6, "train.save_steps": 2, "data.max_rows": 40, "train.learning_rate": 5e-3}
 
 
 def start_train(workdir):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-           "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=workdir.path, env=env,
+    return subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=workdir.path, env=stage_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -56,16 +57,17 @@ def test_killed_run_resumes_to_identical_weights_and_metrics(tmp_path):
     assert (killed / "reports/train/eval_loss.csv").read_text() == (whole / "reports/train/eval_loss.csv").read_text()
 
 
-def test_rerun_of_a_finished_run_and_changed_params(workdir):
+def test_a_rerun_starts_over_and_clears_other_runs_checkpoints(workdir):
     workdir.params(small(RUN))
     workdir.run("prepare")
     workdir.run("train")
+    assert list((workdir / "models/checkpoints").iterdir()) == []  # a finished run keeps none
     first = (workdir / "models/adapter/adapter_model.safetensors").read_bytes()
-    again = workdir.run("train")  # a finished run kept no checkpoints: a rerun (dvc repro --force) starts at step 0
+    other_run = workdir / "models/checkpoints/0123456789abcdef/checkpoint-2"  # left by a run of other params
+    other_run.mkdir(parents=True)
+    (other_run / "resume.json").write_text(json.dumps({"fingerprint": "0123456789abcdef" * 4, "step": 2}))
+    again = workdir.run("train")  # as `dvc repro --force train` does
     assert "resuming" not in again.stdout + again.stderr
-    assert json.loads((workdir / "reports/train/metrics.json").read_text())["steps"] == 6
+    assert list((workdir / "models/checkpoints").iterdir()) == []
+    assert json.loads((workdir / "reports/train/metrics.json").read_text())["steps"] == RUN["train.max_steps"]
     assert (workdir / "models/adapter/adapter_model.safetensors").read_bytes() == first
-    workdir.params(small({**RUN, "lora.r": 8}))
-    rerun = workdir.run("train")
-    assert "resuming" not in rerun.stdout + rerun.stderr
-    assert json.loads((workdir / "models/adapter/adapter_config.json").read_text())["r"] == 8

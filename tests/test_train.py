@@ -1,11 +1,12 @@
 import json
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
-from tests.conftest import REPO, small
+from tests.conftest import NETWORK_REFUSED, small, stage_env
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("backend", ["unsloth", "hf"])
@@ -38,38 +39,18 @@ def test_one_step_training_per_backend_writes_a_peft_adapter(workdir, backend):
     assert list((workdir / "models/checkpoints").iterdir()) == []  # a finished run keeps no checkpoints
 
 
-CHECK_WEIGHTS = textwrap.dedent("""
-    import sys, torch
-    from stages import backends, config, files, trainer
-    from stages.base_model import BaseModel
-    params = config.load()
-    backend = backends.get(sys.argv[1])
-    model, tokenizer = backend.load(BaseModel.read("models/base"), params.train)
-    model = backend.add_lora(model, params.lora, params.seed, False)
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    rows = files.read_jsonl("data/prepared/train.jsonl")
-    trainer.build(model, tokenizer, rows, rows[:2], params.train, params.seed, "ckpt", [],
-                  gradient_checkpointing=False).train()
-    after = dict(model.named_parameters())
-    lora = [n for n in before if "lora_" in n]
-    frozen = [n for n in before if "lora_" not in n]
-    changed_lora = sum(not torch.equal(before[n], after[n]) for n in lora)
-    changed_base = [n for n in frozen if not torch.equal(before[n], after[n])]
-    print(len(lora), changed_lora, len(frozen), len(changed_base))
-""")
-
-
 @pytest.mark.parametrize("backend", ["unsloth", "hf"])
-def test_training_changes_lora_weights_and_not_base_weights(workdir, backend):
-    workdir.params(small({"train.backend": backend, "train.save_steps": 100}))
+def test_fit_changes_lora_weights_and_not_base_weights(workdir, backend):
+    """finetune.fit, the function train and bench share: every LoRA tensor moves, no base tensor does."""
+    workdir.params(small({"train.save_steps": 1}))
     workdir.run("prepare")
-    out = subprocess.run([sys.executable, "-c", CHECK_WEIGHTS, backend], cwd=workdir.path, capture_output=True,
-                         text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
-                         timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    n_lora, changed_lora, n_base, changed_base = map(int, out.stdout.split()[-4:])
+    out = subprocess.run([sys.executable, "-m", "tests.fit_check", backend], cwd=workdir.path, env=stage_env(),
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and NETWORK_REFUSED not in out.stderr, out.stderr[-3000:]
+    n_lora, changed_lora, n_base, changed_base, logged, evaluated = map(int, out.stdout.split()[-6:])
     assert n_lora == 4 * 7 * 2 and changed_lora == n_lora  # 4 layers x 7 projections x (A, B)
     assert n_base > 0 and changed_base == 0
+    assert (logged, evaluated) == (2, 2)  # a step-log row per step, held-out loss every save_steps
 
 
 def test_4bit_without_gpu_is_refused_in_one_sentence(workdir):

@@ -1,63 +1,11 @@
-"""TRL's SFTTrainer, configured from TrainConfig, plus the per-step log and the run's metrics."""
+"""The training step log (one row per logged step) and the run's numbers drawn from it."""
 
 from __future__ import annotations
 
 import time
 
-from stages import memory, trl_cpu
-
-
-def resolve_optim(optim: str, cuda: bool) -> str:
-    """`auto`: 8-bit AdamW where bitsandbytes runs (a CUDA GPU), plain AdamW elsewhere."""
-    if optim != "auto":
-        return optim
-    return "adamw_8bit" if cuda else "adamw_torch"
-
-
-def decide_checkpointing(train, model, lengths: list[int]) -> tuple[bool, float | None]:
-    """train.gradient_checkpointing resolved for this model on this device, and the estimated peak (GiB) of the
-    largest micro-batch of these rows without recomputation (None on the CPU). See stages/memory.py."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return memory.choose_checkpointing(train.gradient_checkpointing, None, None), None
-    batch = train.per_device_train_batch_size
-    tokens = (batch * train.max_seq_length if train.packing
-              else memory.worst_batch_tokens(lengths, batch, padding_free=train.backend == "unsloth"))
-    loaded = torch.cuda.memory_allocated() / 2**30
-    estimate = memory.estimated_peak_gib(model.config, train.backend, tokens, loaded)
-    gpu = torch.cuda.get_device_properties(0).total_memory / 2**30
-    return memory.choose_checkpointing(train.gradient_checkpointing, estimate, gpu), round(estimate, 2)
-
-
-def build(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | None, train, seed: int,
-          output_dir: str, callbacks: list, gradient_checkpointing: bool):
-    """An SFTTrainer on the rows' `text` (prompt + reasoning + answer + EOS); held-out loss every save_steps."""
-    import torch
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
-    cuda = torch.cuda.is_available()
-    if not cuda:
-        trl_cpu.install()
-    dtype = model.dtype if hasattr(model, "dtype") else torch.float32
-    args = SFTConfig(
-        output_dir=output_dir, seed=seed, data_seed=seed, report_to="none",
-        max_steps=train.max_steps, per_device_train_batch_size=train.per_device_train_batch_size,
-        per_device_eval_batch_size=train.per_device_train_batch_size,
-        gradient_accumulation_steps=train.gradient_accumulation_steps, learning_rate=train.learning_rate,
-        warmup_steps=train.warmup_steps, optim=resolve_optim(train.optim, cuda), weight_decay=train.weight_decay,
-        lr_scheduler_type=train.lr_scheduler_type, logging_steps=train.logging_steps,
-        save_steps=train.save_steps, save_total_limit=2, eval_strategy="steps" if eval_rows else "no", eval_steps=train.save_steps,
-        bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
-        max_length=train.max_seq_length, packing=train.packing, dataset_text_field="text",
-        # Unsloth sets up its own (offloaded) checkpointing in get_peft_model, so it passes False here.
-        gradient_checkpointing=gradient_checkpointing,
-        dataloader_num_workers=0,
-    )
-    to_dataset = lambda rows: Dataset.from_list([{"text": r["text"]} for r in rows])  # noqa: E731
-    return SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=to_dataset(train_rows),
-                      eval_dataset=to_dataset(eval_rows) if eval_rows else None, callbacks=callbacks)
+TIMING_COLUMNS = ("tokens_per_second", "seconds")
+"""Step-log columns that vary between reruns; steps.csv leaves them to step_times.csv."""
 
 
 def step_logger(model, pad_token_id: int):
@@ -109,10 +57,6 @@ def step_logger(model, pad_token_id: int):
                               "seconds": round(now - self.started, 4)})
 
     return StepLog()
-
-
-TIMING_COLUMNS = ("tokens_per_second", "seconds")
-"""Step-log columns that vary between reruns; steps.csv leaves them to step_times.csv."""
 
 
 def split_timings(rows: list[dict]) -> tuple[list[dict], list[dict]]:

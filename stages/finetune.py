@@ -1,0 +1,108 @@
+"""The LoRA SFT recipe: setup -> fit. stages/train.py, stages/bench.py and the tests all train through it.
+
+    session = finetune.setup(base, train, lora, seed, lengths)   # base + LoRA on this machine, a step log
+    seconds = finetune.fit(session, train_rows, eval_rows, train, seed, output_dir, callbacks)
+
+`setup` fixes threads and seeds, loads the base with the `train.backend` backend, resolves
+`train.gradient_checkpointing` from the memory estimate and adds LoRA. `fit` trains TRL's SFTTrainer on the rows'
+`text` (held-out loss every save_steps) and returns the wall time. Callers add what is theirs around it: train
+resuming and saving, bench its timing and profiling callbacks. Nothing here knows which backend it runs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from stages import backends, memory, runtime, steplog
+from stages.base_model import BaseModel
+
+
+@dataclass
+class Session:
+    model: Any
+    """The base model with LoRA adapters (a PEFT model), on this machine's device."""
+    tokenizer: Any
+    """The tokenizer prepare formatted the rows with."""
+    backend: ModuleType
+    """The stages.backends module that loaded the model."""
+    gradient_checkpointing: bool
+    """train.gradient_checkpointing as resolved for this model, rows and device."""
+    estimated_peak_gib: float | None
+    """Estimated peak of the largest micro-batch without recomputation (None on the CPU)."""
+    log: Any
+    """The step log (stages/steplog.py); fit records into it."""
+
+
+def resolve_optim(optim: str, cuda: bool) -> str:
+    """`auto`: 8-bit AdamW where bitsandbytes runs (a CUDA GPU), plain AdamW elsewhere."""
+    if optim != "auto":
+        return optim
+    return "adamw_8bit" if cuda else "adamw_torch"
+
+
+def setup(base: BaseModel, train, lora, seed: int, lengths: list[int]) -> Session:
+    """The base model with LoRA, ready to train on rows of these token lengths."""
+    runtime.setup(seed)
+    backend = backends.get(train.backend)
+    model, tokenizer = backend.load(base, train.load_in_4bit, train.max_seq_length)
+    checkpointing, estimate = decide_checkpointing(train, backend, model, lengths)
+    model = backend.add_lora(model, lora, seed, checkpointing)
+    return Session(model, tokenizer, backend, checkpointing, estimate,
+                   steplog.step_logger(model, tokenizer.pad_token_id))
+
+
+def decide_checkpointing(train, backend: ModuleType, model, lengths: list[int]) -> tuple[bool, float | None]:
+    """train.gradient_checkpointing resolved for this model on this device, and the estimated peak (GiB) of the
+    largest micro-batch of rows of these lengths without recomputation (None on the CPU). See stages/memory.py."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return memory.choose_checkpointing(train.gradient_checkpointing, None, None), None
+    batch = train.per_device_train_batch_size
+    lengths = [min(n, train.max_seq_length) for n in lengths]
+    tokens = (batch * train.max_seq_length if train.packing
+              else memory.worst_batch_tokens(lengths, batch, padding_free=backend.PADDING_FREE))
+    loaded = torch.cuda.memory_allocated() / 2**30
+    estimate = memory.estimated_peak_gib(backend.activation_bytes_per_token(model.config), tokens, loaded)
+    gpu = torch.cuda.get_device_properties(0).total_memory / 2**30
+    return memory.choose_checkpointing(train.gradient_checkpointing, estimate, gpu), round(estimate, 2)
+
+
+def fit(session: Session, train_rows: list[dict], eval_rows: list[dict] | None, train, seed: int,
+        output_dir: str | Path, callbacks: list = (), resume_from: Path | None = None) -> float:
+    """Train on the rows' `text` (prompt + reasoning + answer + EOS); the wall time in seconds, counting the time
+    a resumed run had spent before (session.log restored from its checkpoint)."""
+    trainer = sft_trainer(session, train_rows, eval_rows, train, seed, str(output_dir), [session.log, *callbacks])
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    return time.perf_counter() - started + session.log.offset
+
+
+def sft_trainer(session: Session, train_rows: list[dict], eval_rows: list[dict] | None, train, seed: int,
+                output_dir: str, callbacks: list):
+    """TRL's SFTTrainer configured from train.*; held-out loss every save_steps when there are held-out rows."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    cuda = torch.cuda.is_available()
+    dtype = getattr(session.model, "dtype", torch.float32)
+    args = SFTConfig(
+        output_dir=output_dir, seed=seed, data_seed=seed, report_to="none",
+        max_steps=train.max_steps, per_device_train_batch_size=train.per_device_train_batch_size,
+        per_device_eval_batch_size=train.per_device_train_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps, learning_rate=train.learning_rate,
+        warmup_steps=train.warmup_steps, optim=resolve_optim(train.optim, cuda), weight_decay=train.weight_decay,
+        lr_scheduler_type=train.lr_scheduler_type, logging_steps=train.logging_steps, save_steps=train.save_steps,
+        save_total_limit=2, eval_strategy="steps" if eval_rows else "no", eval_steps=train.save_steps,
+        bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
+        max_length=train.max_seq_length, packing=train.packing, dataset_text_field="text",
+        dataloader_num_workers=0, **session.backend.trainer_args(session.gradient_checkpointing))
+    to_dataset = lambda rows: Dataset.from_list([{"text": r["text"]} for r in rows])  # noqa: E731
+    return SFTTrainer(model=session.model, args=args, processing_class=session.tokenizer,
+                      train_dataset=to_dataset(train_rows), eval_dataset=to_dataset(eval_rows) if eval_rows else None,
+                      callbacks=callbacks)
