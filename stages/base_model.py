@@ -42,6 +42,8 @@ def materialize(model_cfg, texts: list[str], seed: int, max_seq_length: int, wor
 
     `final_dir` is where `work_dir` will be moved once the stage succeeds; base.json names it.
     """
+    if model_cfg.name != "tiny":
+        check_local_model(model_cfg.name, model_cfg.init)
     if model_cfg.name == "tiny":
         tokenizer = tiny.train_tokenizer(texts, model_cfg.tiny.vocab_size, max_seq_length)
         tiny.save(tiny.build_model(tokenizer, model_cfg.tiny, seed, max_seq_length), tokenizer, work_dir)
@@ -58,6 +60,59 @@ def materialize(model_cfg, texts: list[str], seed: int, max_seq_length: int, wor
         base = BaseModel(model_cfg.name, model_cfg.revision, str(final_dir), model_cfg.trust_remote_code)
     (work_dir / BASE_FILE).write_text(json.dumps(asdict(base), indent=2) + "\n")
     return tokenizer
+
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+
+
+def check_local_model(name: str, init: str) -> None:
+    """A model.name that is a local path must be a model directory: config.json, and weights unless `init: random`
+    (a hub id has the form org/name; a path is what exists here, starts with / . ~, or has more than one slash)."""
+    path = Path(name).expanduser()
+    if not (path.exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1):
+        return
+    if not path.is_dir():
+        raise UserError(f"model.name {name!r}: no such directory" if not path.exists() else
+                        f"model.name {name!r}: a file, not a model directory (config.json + weights)")
+    if not (path / "config.json").is_file():
+        raise UserError(f"model.name {name!r}: no config.json in this directory; point model.name at a Hugging Face "
+                        "model directory")
+    if init == "pretrained" and not any(next(path.glob(p), None) for p in WEIGHT_PATTERNS):
+        raise UserError(f"model.name {name!r}: no weights in this directory (*.safetensors or *.bin); copy them "
+                        "there, or set model.init: random for speed and memory runs")
+
+
+LLAMA_FAMILY = ("llama", "mistral", "qwen2", "qwen3")
+"""Architectures whose linear layers are q/k/v/o_proj and gate/up/down_proj, with widths from config.json."""
+
+
+def linear_widths(config: dict) -> dict[str, int] | None:
+    """Each linear layer of a Llama-family decoder -> the smaller of its two sides (the most a LoRA rank can be);
+    None for another architecture."""
+    if config.get("model_type") not in LLAMA_FAMILY:
+        return None
+    hidden, mlp, heads = config["hidden_size"], config["intermediate_size"], config["num_attention_heads"]
+    head = config.get("head_dim") or hidden // heads
+    q, kv = heads * head, config.get("num_key_value_heads", heads) * head
+    return {"q_proj": min(hidden, q), "k_proj": min(hidden, kv), "v_proj": min(hidden, kv), "o_proj": min(q, hidden),
+            "gate_proj": min(hidden, mlp), "up_proj": min(hidden, mlp), "down_proj": min(mlp, hidden)}
+
+
+def check_lora(base: BaseModel, lora) -> None:
+    """lora.target_modules and lora.r against the architecture in the base's config.json, before any weights load
+    (a hub model's config is not here yet: PEFT checks the names when it adds the adapters)."""
+    path = Path(base.weights) / "config.json"
+    widths = linear_widths(json.loads(path.read_text())) if path.is_file() else None
+    if widths is None:
+        return
+    unknown = [name for name in lora.target_modules if name not in widths]
+    if unknown:
+        raise UserError(f"lora.target_modules: {', '.join(unknown)} is not a linear layer of this model; "
+                        f"its layers: {', '.join(widths)}")
+    narrowest = min(lora.target_modules, key=widths.get)
+    if lora.r > widths[narrowest]:
+        raise UserError(f"lora.r: {lora.r} is more than {narrowest}'s width ({widths[narrowest]}), the most a LoRA "
+                        "rank can be; lower lora.r")
 
 
 def has_tokenizer(name: str) -> bool:
@@ -103,8 +158,9 @@ def load_tokenizer(name: str, revision: str | None, trust_remote_code: bool):
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
-        raise UserError(f"model.name {name!r}: could not load its tokenizer ({str(err).splitlines()[0]}); "
-                        "use a local model directory, or model.name: tiny offline") from None
+        raise UserError(f"model.name {name!r}: not a local directory, and its tokenizer could not be loaded from the "
+                        f"hub ({str(err).splitlines()[0]}); use a local model directory, or model.name: tiny "
+                        "offline") from None
     if tokenizer.eos_token is None:
         raise UserError(f"model.name {name!r}: the tokenizer has no EOS token, so generations could never stop")
     if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:

@@ -9,8 +9,11 @@ naming the key:
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
+import functools
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -228,31 +231,87 @@ class Params:
     """The GPU benchmark (bench/dvc.yaml; never part of the default `dvc repro`)."""
 
     def __post_init__(self):
-        positive = {"data.eval_rows": self.data.eval_rows, "lora.r": self.lora.r,
-                    "train.max_seq_length": self.train.max_seq_length,
-                    "train.per_device_train_batch_size": self.train.per_device_train_batch_size,
-                    "train.gradient_accumulation_steps": self.train.gradient_accumulation_steps,
-                    "train.max_steps": self.train.max_steps, "train.logging_steps": self.train.logging_steps,
-                    "train.save_steps": self.train.save_steps, "eval.num_samples": self.eval.num_samples,
-                    "eval.max_new_tokens": self.eval.max_new_tokens,
-                    "bench.measure_steps": self.bench.measure_steps,
-                    "bench.generate.prompts": self.bench.generate.prompts,
-                    "bench.generate.prompt_tokens": self.bench.generate.prompt_tokens,
-                    "bench.generate.max_new_tokens": self.bench.generate.max_new_tokens,
-                    "bench.generate.batch_size": self.bench.generate.batch_size,
-                    "bench.per_device_train_batch_size": self.bench.per_device_train_batch_size}
-        if self.eval.batch_size != "auto":
-            positive["eval.batch_size"] = self.eval.batch_size
-        for key, value in positive.items():
-            if value <= 0:
-                raise ConfigError(f"{key}: must be > 0, got {value}")
-        if self.data.max_rows is not None and self.data.max_rows <= self.data.eval_rows:
-            raise ConfigError(f"data.max_rows: must exceed data.eval_rows ({self.data.eval_rows}), "
-                              f"got {self.data.max_rows}")
-        if not 0 <= self.lora.dropout < 1:
-            raise ConfigError(f"lora.dropout: must be in [0, 1), got {self.lora.dropout}")
-        if not self.lora.target_modules:
-            raise ConfigError("lora.target_modules: must name at least one module")
+        for key, value, valid, expected in rules(self):
+            if not valid:
+                raise ConfigError(f"{key}: must be {expected}, got {value!r}")
+
+
+SEED_RANGE = 2**32
+"""numpy seeds must be below 2**32 (torch accepts more; the pipeline seeds both)."""
+BPE_ALPHABET = 256 + 5
+"""A byte-level BPE holds the 256 byte symbols and our 5 special tokens before it learns any merge."""
+
+
+POSITIVE = ("data.eval_rows", "lora.r", "lora.alpha", "train.max_seq_length", "train.per_device_train_batch_size",
+            "train.gradient_accumulation_steps", "train.max_steps", "train.learning_rate", "train.logging_steps",
+            "train.save_steps", "eval.num_samples", "eval.max_new_tokens", "eval.mcq.max_new_tokens", "model.tiny.*",
+            "bench.tokenizer_vocab_size", "bench.per_device_train_batch_size", "bench.gradient_accumulation_steps",
+            "bench.max_seq_length", "bench.learning_rate", "bench.warmup_steps", "bench.measure_steps",
+            "bench.memory_budget_gib", "bench.peak_tflops", "bench.generate.*")
+"""Params that must be > 0 (`section.*`: every field of the section)."""
+
+
+def value_at(params: Params, dotted: str) -> Any:
+    return functools.reduce(getattr, dotted.split("."), params)
+
+
+def rules(p: Params) -> list[tuple[str, Any, bool, str]]:
+    """(key, value, whether it is valid, what it must be) for every param whose type alone does not bound it."""
+    keys = [f"{key[:-2]}.{f.name}" for key in POSITIVE if key.endswith(".*")
+            for f in dataclasses.fields(value_at(p, key[:-2]))]
+    positive = [(key, value_at(p, key)) for key in [k for k in POSITIVE if not k.endswith(".*")] + keys]
+    if p.eval.batch_size != "auto":
+        positive.append(("eval.batch_size", p.eval.batch_size))
+    tiny, train = p.model.tiny, p.train
+    return [
+        *((key, value, value > 0, "> 0") for key, value in positive),
+        ("seed", p.seed, 0 <= p.seed < SEED_RANGE, f"an integer in 0..{SEED_RANGE - 1}"),
+        ("data.max_rows", p.data.max_rows, p.data.max_rows is None or p.data.max_rows > p.data.eval_rows,
+         f"null or more than data.eval_rows ({p.data.eval_rows})"),
+        ("eval.mcq.max_rows", p.eval.mcq.max_rows, p.eval.mcq.max_rows is None or p.eval.mcq.max_rows >= 1,
+         "null (all questions) or >= 1"),
+        ("lora.dropout", p.lora.dropout, 0 <= p.lora.dropout < 1, "in [0, 1)"),
+        ("lora.target_modules", p.lora.target_modules, bool(p.lora.target_modules)
+         and len(set(p.lora.target_modules)) == len(p.lora.target_modules), "a non-empty list of distinct names"),
+        ("train.warmup_steps", train.warmup_steps, train.warmup_steps >= 0, ">= 0"),
+        ("train.weight_decay", train.weight_decay, train.weight_decay >= 0, ">= 0"),
+        ("train.optim", train.optim, train.optim == "auto" or train.optim in transformers_names("OptimizerNames"),
+         "auto or an optimizer transformers knows (transformers.training_args.OptimizerNames)"),
+        ("train.lr_scheduler_type", train.lr_scheduler_type,
+         train.lr_scheduler_type in transformers_names("SchedulerType"),
+         "a schedule transformers knows (transformers.trainer_utils.SchedulerType)"),
+        ("eval.max_new_tokens", p.eval.max_new_tokens, p.eval.max_new_tokens < train.max_seq_length,
+         f"below train.max_seq_length ({train.max_seq_length}), which also bounds prompt + generation"),
+        ("eval.mcq.max_new_tokens", p.eval.mcq.max_new_tokens,
+         p.eval.mcq.source is None or p.eval.mcq.max_new_tokens < train.max_seq_length,
+         f"below train.max_seq_length ({train.max_seq_length}), which also bounds prompt + generation"),
+        ("model.tiny.vocab_size", tiny.vocab_size, tiny.vocab_size >= BPE_ALPHABET,
+         f">= {BPE_ALPHABET} (the byte alphabet and the special tokens)"),
+        ("model.tiny.hidden_size", tiny.hidden_size,
+         tiny.hidden_size % tiny.num_attention_heads == 0 and (tiny.hidden_size // tiny.num_attention_heads) % 2 == 0,
+         f"a multiple of model.tiny.num_attention_heads ({tiny.num_attention_heads}) with an even head width "
+         "(rotary embeddings rotate pairs)"),
+        ("model.tiny.num_key_value_heads", tiny.num_key_value_heads,
+         tiny.num_attention_heads % tiny.num_key_value_heads == 0,
+         f"a divisor of model.tiny.num_attention_heads ({tiny.num_attention_heads})"),
+        ("bench.tokenizer_vocab_size", p.bench.tokenizer_vocab_size, p.bench.tokenizer_vocab_size >= BPE_ALPHABET,
+         f">= {BPE_ALPHABET} (the byte alphabet and the special tokens)"),
+        ("bench.seq_probe_lengths", p.bench.seq_probe_lengths, all(n > 0 for n in p.bench.seq_probe_lengths)
+         and p.bench.seq_probe_lengths == sorted(p.bench.seq_probe_lengths), "positive lengths, shortest first"),
+    ]
+
+
+@functools.cache
+def transformers_names(enum: str) -> set[str]:
+    """The values of transformers' OptimizerNames or SchedulerType, read from its source: importing it would load
+    torch and peft (seconds) in every stage that reads params.yaml. tests/test_config.py compares with the enums."""
+    import importlib.util
+
+    module = {"OptimizerNames": "training_args", "SchedulerType": "trainer_utils"}[enum]
+    origin = Path(importlib.util.find_spec("transformers").origin).parent / f"{module}.py"
+    tree = ast.parse(origin.read_text(encoding="utf-8"))
+    body = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == enum).body
+    return {stmt.value.value for stmt in body if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Constant)}
 
 
 def load(path: str | Path = PARAMS_FILE, overrides: dict[str, Any] | None = None) -> Params:
@@ -325,13 +384,15 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
         return [_coerce(args[0], item, f"{key}[{i}]") for i, item in enumerate(value)]
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):
+    if hint is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
         try:  # YAML 1.1 reads `2e-4` as a string
-            return float(value)
+            number = float(value)
         except ValueError:
-            pass
+            number = None
+        if number is not None:
+            if not math.isfinite(number):
+                raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+            return number
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise ConfigError(f"{key}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
     return value

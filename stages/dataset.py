@@ -33,8 +33,12 @@ def clean(records: list[Record], validate: Callable, on_bad_row: str, max_rows: 
     for record in records:
         try:
             if record.error:
-                raise BadRow("malformed_json" if "JSON" in record.error else "not_utf8", record.error)
-            row = validate(record.value)
+                raise BadRow(record.reason, record.error)
+            try:
+                row = validate(record.value)
+            except (TypeError, AttributeError, KeyError, ValueError) as err:  # a shape no check foresaw
+                raise BadRow("wrong_type", f"a field has an unexpected type or shape ({type(err).__name__}: "
+                                           f"{err})") from None
         except BadRow as bad:
             if on_bad_row == "error":
                 raise DataError(f"{record.origin}: row {record.number}: {bad} "
@@ -47,7 +51,7 @@ def clean(records: list[Record], validate: Callable, on_bad_row: str, max_rows: 
             continue
         seen.add(key)
         rows.append(row)
-    rows = rows[:max_rows] if max_rows else rows
+    rows = rows[:max_rows] if max_rows is not None else rows
     stats.rows_kept = len(rows)
     return rows, stats
 

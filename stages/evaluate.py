@@ -8,10 +8,13 @@ Reads   params.yaml: data.task, data.on_bad_row, eval.*, train.load_in_4bit, tra
         tuned also models/adapter/ and the base's reports/eval/base/{metrics.json,generations.jsonl}
 Writes  reports/eval/<model>/metrics.json   {"<model>": {...}}: eval_loss and perplexity (full text),
                                             response_loss, format_compliance, stop_rate, mean_generated_tokens,
-                                            samples (questions generated for), and the task's scores: rouge_l (medical_cot) or ner_precision/recall/f1,
-                                            ner_f1.<type>, ner_malformed_lines, ner_not_in_text (cmeee_ner); with
+                                            samples (questions generated for), and the task's scores: rouge_l
+                                            (medical_cot) or ner_precision/recall/f1, ner_f1.<type>,
+                                            ner_malformed_lines, ner_not_in_text (cmeee_ner); with
                                             eval.mcq.source: mcq_accuracy (overall and per source shape),
-                                            mcq_no_letter, mcq_thinking_tokens
+                                            mcq_no_letter, mcq_thinking_tokens, and what the MCQ file lost:
+                                            mcq_rows_skipped, mcq_duplicates; prompts_cut (mcq_prompts_cut): prompts
+                                            longer than train.max_seq_length - the budget, cut to their end
         reports/eval/<model>/perf.json      generation tokens/s and batch size (and MCQ tokens/s), peak memory
         reports/eval/<model>/generations.jsonl  what the model wrote: each sampled held-out question
                                             (prompt_set held_out), then each MCQ question with its gold and
@@ -30,7 +33,7 @@ import sys
 from pathlib import Path
 from statistics import mean
 
-from stages import UserError, config, dataset, files, inference, metrics, prompts, runtime, sources, tasks
+from stages import UserError, base_model, config, dataset, files, inference, metrics, prompts, runtime, sources, tasks
 from stages.base_model import BaseModel
 from stages.tasks import mcq
 
@@ -52,6 +55,13 @@ def main() -> None:
 
 def evaluate(name: str, evaluation, task_name: str, on_bad_row: str, load_in_4bit: bool, max_seq_length: int
              ) -> None:
+    files.require_inputs([EVAL_ROWS, BASE / base_model.BASE_FILE], "prepare")
+    outputs = [REPORTS / name / out for out in ("metrics.json", "perf.json", "generations.jsonl")]
+    if name == "tuned":
+        files.require_inputs([ADAPTER / "adapter_config.json"], "train")
+        files.require_inputs([REPORTS / "base/metrics.json", REPORTS / "base/generations.jsonl"], "evaluate_base")
+        outputs += [REPORTS / "before_after.csv", REPORTS / "samples.jsonl"]
+    files.require_writable(outputs)
     runtime.setup()
     task = tasks.get(task_name)
     rows = files.read_jsonl(EVAL_ROWS)
@@ -60,9 +70,10 @@ def evaluate(name: str, evaluation, task_name: str, on_bad_row: str, load_in_4bi
     perf = {"generation_tokens_per_second": out.tokens_per_second, "generation_batch_size": out.batch_size}
     generations = [{"prompt_set": "held_out", "generation": t} for t in out.texts]
     if evaluation.mcq.source:
-        items = load_mcq(evaluation.mcq, on_bad_row)
-        mcq_scores, mcq_out = score_mcq(model, tokenizer, items, evaluation, name)
-        scores |= mcq_scores
+        items, cleaned = load_mcq(evaluation.mcq, on_bad_row)
+        mcq_scores, mcq_out = score_mcq(model, tokenizer, items, evaluation, max_seq_length, name)
+        scores |= mcq_scores | {"mcq_rows_skipped": sum(cleaned.skipped.values()),
+                                "mcq_duplicates": cleaned.duplicates, "mcq_prompts_cut": mcq_out.prompts_cut}
         perf["mcq_generation_tokens_per_second"] = mcq_out.tokens_per_second
         generations += [{"prompt_set": "mcq", "question": item.question, "gold": item.gold,
                          "chosen": mcq.extract_letter(text, item.options), "generation": text}
@@ -81,7 +92,7 @@ def score(model, tokenizer, rows: list[dict], task, evaluation, max_seq_length: 
     losses = inference.teacher_forced_loss(model, tokenizer, rows, evaluation.batch_size, max_seq_length)
     sampled = rows[:evaluation.num_samples]
     out = inference.generate(model, tokenizer, [r["prompt"] for r in sampled], evaluation.max_new_tokens,
-                             evaluation.batch_size, evaluation.engine, f"evaluate {label}")
+                             evaluation.batch_size, evaluation.engine, max_seq_length, f"evaluate {label}")
     answers = [prompts.split_generation(t).answer for t in out.texts]
     return {
         "eval_loss": round(losses["full"], 5), "perplexity": round(metrics.perplexity(losses["full"]), 4),
@@ -89,22 +100,28 @@ def score(model, tokenizer, rows: list[dict], task, evaluation, max_seq_length: 
         "format_compliance": round(metrics.format_compliance(out.texts), 4),
         "stop_rate": round(metrics.stop_rate(out.stopped), 4),
         "mean_generated_tokens": round(mean(out.new_tokens), 1), "samples": len(sampled),
+        "prompts_cut": out.prompts_cut,
         **task.score(sampled, answers),
     }, out
 
 
-def load_mcq(mcq_config, on_bad_row: str) -> list[mcq.Item]:
+def load_mcq(mcq_config, on_bad_row: str) -> tuple[list[mcq.Item], dataset.CleanStats]:
+    """The questions to score and what cleaning them skipped (by reason) and dropped as duplicates."""
     source, hub_config = sources.resolve_sample(mcq_config.source, mcq_config.config, mcq.SAMPLES, "eval.mcq.config")
     records = sources.load_records(source, hub_config, None, mcq_config.split)
-    rows, _ = dataset.clean(records, mcq.validate, on_bad_row, mcq_config.max_rows)
-    return [mcq.Item(**row) for row in rows]
+    rows, cleaned = dataset.clean(records, mcq.validate, on_bad_row, mcq_config.max_rows)
+    if not rows:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(cleaned.skipped.items())) or "none read"
+        raise UserError(f"eval.mcq.source {mcq_config.source!r}: no usable question ({reasons}); fix the file or "
+                        "set eval.mcq.source to null")
+    return [mcq.Item(**row) for row in rows], cleaned
 
 
-def score_mcq(model, tokenizer, items: list[mcq.Item], evaluation, label: str
+def score_mcq(model, tokenizer, items: list[mcq.Item], evaluation, max_seq_length: int, label: str
               ) -> tuple[dict, inference.Generations]:
     """MCQ scores over all questions, and the generations they were drawn from."""
     out = inference.generate(model, tokenizer, [mcq.prompt(item) for item in items],
-                             evaluation.mcq.max_new_tokens, evaluation.batch_size, evaluation.engine,
+                             evaluation.mcq.max_new_tokens, evaluation.batch_size, evaluation.engine, max_seq_length,
                              f"evaluate {label} MCQ")
     thinking = [len(tokenizer(prompts.split_generation(t).thinking, add_special_tokens=False)["input_ids"])
                 for t in out.texts]

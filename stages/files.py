@@ -24,7 +24,12 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+    """Strict JSON: a NaN or infinity (which json would write as the invalid `NaN`) stops the stage instead."""
+    try:
+        text = json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False, allow_nan=False)
+    except ValueError:
+        raise UserError(f"{path}: a value is not a finite number; a result like that is not written") from None
+    write_text(path, text + "\n")
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
@@ -75,6 +80,28 @@ def replaced_dir(path: str | Path) -> Iterator[Path]:
         raise
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
+
+
+def require_inputs(paths: list[Path], made_by: str) -> None:
+    """Stop before any work when an input another stage writes is missing."""
+    for path in paths:
+        if not Path(path).exists():
+            raise UserError(f"{path}: missing; it is written by {made_by}, so run that first (`dvc repro` runs "
+                            "every stage in order)")
+
+
+def require_writable(files: list[Path] = (), directories: list[Path] = ()) -> None:
+    """Stop before any work when an output could not be written (a file where a folder must be, or the reverse, or
+    no write permission), so a stage never fails half-way with some outputs new and some old."""
+    for path, is_dir in [*((Path(f), False) for f in files), *((Path(d), True) for d in directories)]:
+        if path.exists() and path.is_dir() != is_dir:
+            raise UserError(f"{path}: {'a file' if is_dir else 'a directory'} is in the way of this stage's "
+                            f"{'folder' if is_dir else 'file'}; move it away")
+        existing = next(p for p in path.parents if p.exists())  # the folder that is, or will hold, the output
+        if not existing.is_dir():
+            raise UserError(f"{existing}: a file where a folder must be (to write {path}); move it away")
+        if not os.access(existing, os.W_OK):
+            raise UserError(f"{existing}: not writable, and this stage writes {path} there")
 
 
 def run_stage(main: Callable[[], None]) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from stages import backends, memory, runtime, steplog
+from stages import UserError, backends, base_model, memory, runtime, steplog
 from stages.base_model import BaseModel
 
 
@@ -46,11 +46,15 @@ def resolve_optim(optim: str, cuda: bool) -> str:
 
 def setup(base: BaseModel, train, lora, seed: int, lengths: list[int]) -> Session:
     """The base model with LoRA, ready to train on rows of these token lengths."""
+    base_model.check_lora(base, lora)
     runtime.setup(seed)
     backend = backends.get(train.backend)
     model, tokenizer = backend.load(base, train.load_in_4bit, train.max_seq_length)
     checkpointing, estimate = decide_checkpointing(train, backend, model, lengths)
-    model = backend.add_lora(model, lora, seed, checkpointing)
+    try:
+        model = backend.add_lora(model, lora, seed, checkpointing)
+    except ValueError as err:  # PEFT: a target module the model does not have
+        raise UserError(f"lora.target_modules: {str(err).splitlines()[0]}") from None
     return Session(model, tokenizer, backend, checkpointing, estimate,
                    steplog.step_logger(model, tokenizer.pad_token_id))
 
@@ -75,10 +79,13 @@ def decide_checkpointing(train, backend: ModuleType, model, lengths: list[int]) 
 def fit(session: Session, train_rows: list[dict], eval_rows: list[dict] | None, train, seed: int,
         output_dir: str | Path, callbacks: list = (), resume_from: Path | None = None) -> float:
     """Train on the rows' `text` (prompt + reasoning + answer + EOS); the wall time in seconds, counting the time
-    a resumed run had spent before (session.log restored from its checkpoint)."""
+    a resumed run had spent before (session.log restored from its checkpoint). A run whose loss or gradient norm
+    stops being finite ends at that step with steplog.Diverged (a UserError)."""
     trainer = sft_trainer(session, train_rows, eval_rows, train, seed, str(output_dir), [session.log, *callbacks])
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if session.log.diverged:
+        raise steplog.Diverged(session.log.diverged)
     return time.perf_counter() - started + session.log.offset
 
 

@@ -33,6 +33,8 @@ class Generations:
     """Wall time of generation (prefill and decoding, all batches)."""
     batch_size: int
     """Rows per batch as run: eval.batch_size (or what `auto` chose) evened out over the prompts."""
+    prompts_cut: int
+    """Prompts longer than the model's budget (train.max_seq_length - max_new_tokens), cut to their last tokens."""
 
     @property
     def tokens_per_second(self) -> float:
@@ -118,13 +120,19 @@ def teacher_forced_loss(model, tokenizer, rows: list[dict], batch_size: int | st
 
 
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int | str, engine: str,
-             label: str) -> Generations:
-    """Greedy generation until EOS or `max_new_tokens`; see `generate_tokens`."""
-    run = generate_tokens(model, [tokenizer(p)["input_ids"] for p in prompts], max_new_tokens, batch_size, engine,
+             max_length: int, label: str) -> Generations:
+    """Greedy generation until EOS or `max_new_tokens`; see `generate_tokens`. A prompt longer than `max_length` -
+    `max_new_tokens` tokens (the length the model was trained at, less the budget) keeps its last tokens, which hold
+    the question's end and the template's cue to answer; the cuts are counted."""
+    budget = max_length - max_new_tokens
+    encoded = [tokenizer(p)["input_ids"] for p in prompts]
+    cut = sum(len(ids) > budget for ids in encoded)
+    run = generate_tokens(model, [ids[-budget:] for ids in encoded], max_new_tokens, batch_size, engine,
                           tokenizer.eos_token_id, tokenizer.pad_token_id, label)
     return Generations(texts=[tokenizer.decode(t, skip_special_tokens=True) for t in run.tokens],
                        stopped=[bool(t) and t[-1] == tokenizer.eos_token_id for t in run.tokens],
-                       new_tokens=[len(t) for t in run.tokens], seconds=run.seconds, batch_size=run.batch_size)
+                       new_tokens=[len(t) for t in run.tokens], seconds=run.seconds, batch_size=run.batch_size,
+                       prompts_cut=cut)
 
 
 def generate_tokens(model, encoded: list[list[int]], max_new_tokens: int, batch_size: int | str, engine: str,

@@ -32,6 +32,7 @@ def main() -> None:
 
 
 def prepare(data, model, max_seq_length: int, seed: int) -> None:
+    files.require_writable([PREPARED / "train.jsonl", PREPARED / "eval.jsonl", STATS], [BASE])
     task = tasks.get(data.task)
     source, hub_config = sources.resolve_sample(data.source, data.config, task.SAMPLES)
     records = sources.load_records(source, hub_config, data.revision, data.split)
@@ -39,18 +40,19 @@ def prepare(data, model, max_seq_length: int, seed: int) -> None:
     train_rows, eval_rows = dataset.split(rows, data.eval_rows, seed)
 
     corpus = [task.format_row(r, "")["text"] for r in train_rows]
-    with files.replaced_dir(BASE) as work_dir:
+    with files.replaced_dir(BASE) as work_dir:  # models/base is replaced only if everything below succeeds
         tokenizer = base_model.materialize(model, corpus, seed, max_seq_length, work_dir, BASE)
-    check_template_fits(tokenizer, max_seq_length)
-    train_rows, eval_rows = (dataset.tokenized(rows, task, tokenizer) for rows in (train_rows, eval_rows))
-    long_rows = sum(r["n_tokens"] > max_seq_length for r in train_rows + eval_rows)
-    if data.on_long_row == "skip" and long_rows:
-        train_rows, eval_rows = drop_long(train_rows, max_seq_length), drop_long(eval_rows, max_seq_length)
-        cleaned.skipped["too_long"] += long_rows
-        cleaned.rows_kept -= long_rows
-        if not train_rows or not eval_rows:
-            raise UserError(f"every {'training' if not train_rows else 'held-out'} row is longer than "
-                            f"train.max_seq_length ({max_seq_length}); raise it or set data.on_long_row=truncate")
+        check_template_fits(tokenizer, max_seq_length)
+        train_rows, eval_rows = (dataset.tokenized(rows, task, tokenizer) for rows in (train_rows, eval_rows))
+        long_rows = sum(r["n_tokens"] > max_seq_length for r in train_rows + eval_rows)
+        if data.on_long_row == "skip" and long_rows:
+            train_rows, eval_rows = drop_long(train_rows, max_seq_length), drop_long(eval_rows, max_seq_length)
+            cleaned.skipped["too_long"] += long_rows
+            cleaned.rows_kept -= long_rows
+            if not train_rows or not eval_rows:
+                raise UserError(f"every {'training' if not train_rows else 'held-out'} row is longer than "
+                                f"train.max_seq_length ({max_seq_length}); raise it or set "
+                                "data.on_long_row=truncate")
 
     files.write_jsonl(PREPARED / "train.jsonl", train_rows)
     files.write_jsonl(PREPARED / "eval.jsonl", eval_rows)

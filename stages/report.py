@@ -19,6 +19,11 @@ from stages.metrics import LOSSES, RATES
 
 REPORTS = Path("reports")
 FIGURES = REPORTS / "figures"
+INPUTS = {"prepare": ["prepare/stats.json"],
+          "train": [f"train/{name}" for name in ("metrics.json", "perf.json", "run.json", "steps.csv",
+                                                 "step_times.csv", "eval_loss.csv")],
+          "evaluate_base": ["eval/base/metrics.json", "eval/base/perf.json"],
+          "evaluate": ["eval/tuned/metrics.json", "eval/tuned/perf.json", "eval/samples.jsonl"]}
 SAMPLES_SHOWN = 3
 SHOWN_METRICS = (*LOSSES, "perplexity", *RATES, "mean_generated_tokens", "generation_tokens_per_second")
 """Rows of the base-vs-tuned table where present (generation speed comes from reports/eval/*/perf.json), followed
@@ -103,6 +108,9 @@ def main() -> None:
 
 def report(seed: int, model_name: str, task: str, data_source: str, data_config: str | None, lora, train_config
            ) -> None:
+    for made_by, inputs in INPUTS.items():
+        files.require_inputs([REPORTS / name for name in inputs], made_by)
+    files.require_writable([REPORTS / "report.md"], [FIGURES])
     stats = files.read_json(REPORTS / "prepare/stats.json")
     train, train_perf, run = (files.read_json(REPORTS / f"train/{name}.json") for name in ("metrics", "perf", "run"))
     scores, perf = ({model: files.read_json(REPORTS / f"eval/{model}/{name}.json")[model]

@@ -36,6 +36,8 @@ class Record:
     """The parsed row, usually a dict; None when it could not be parsed."""
     error: str | None = None
     """Why the row could not be parsed, if it could not."""
+    reason: str | None = None
+    """The skip-count key of that error (malformed_json, not_utf8, wrong_field_count)."""
 
 
 def resolve_sample(source: str, config: str | None, samples: dict, param: str = "data.config"
@@ -65,8 +67,13 @@ def load_records(source: str, config: str | None = None, revision: str | None = 
 
 
 def read_local(path: Path) -> list[Record]:
+    if path.is_dir():
+        raise SourceError(f"{path}: a directory, not a file of rows; {LOCAL_HINT}")
+    if not path.exists():
+        raise SourceError(f"{path}: " + ("a symbolic link to nothing (or a loop of links)" if path.is_symlink()
+                                         else "no such file"))
     if not path.is_file():
-        raise SourceError(f"{path}: no such file")
+        raise SourceError(f"{path}: not a regular file (a device, socket or pipe); {LOCAL_HINT}")
     data = path.read_bytes()
     if not data.strip():
         raise SourceError(f"{path}: the file is empty")
@@ -94,9 +101,11 @@ def _read_jsonl(path: Path, data: bytes) -> list[Record]:
         try:
             records.append(Record(str(path), number, json.loads(line.decode("utf-8-sig"))))
         except UnicodeDecodeError as err:
-            records.append(Record(str(path), number, None, f"not UTF-8 (bad byte at column {err.start + 1})"))
+            records.append(Record(str(path), number, None, f"not UTF-8 (bad byte at column {err.start + 1})",
+                                  "not_utf8"))
         except json.JSONDecodeError as err:
-            records.append(Record(str(path), number, None, f"not valid JSON ({err.msg} at column {err.colno})"))
+            records.append(Record(str(path), number, None, f"not valid JSON ({err.msg} at column {err.colno})",
+                                  "malformed_json"))
     return records
 
 
@@ -112,9 +121,34 @@ def _read_json(path: Path, text: str) -> list[Record]:
     return [Record(str(path), number, row) for number, row in enumerate(rows, start=1)]
 
 
+CSV_FIELD_LIMIT = 2**31 - 1
+"""The csv module stops at fields over 128 KiB; a long text is a long row (data.on_long_row), not an unreadable file."""
+
+
 def _read_csv(path: Path, text: str) -> list[Record]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    return [Record(str(path), reader.line_num, row) for row in reader]
+    """Rows by header; a row with more or fewer fields than the header (an unquoted comma) is a bad row."""
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except csv.Error as err:
+        raise SourceError(f"{path}: not a readable CSV file ({err})") from None
+    records = []
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return records
+        except csv.Error as err:
+            records.append(Record(str(path), reader.line_num, None, f"not readable CSV ({err})", "malformed_csv"))
+            continue
+        if not fields:  # a blank line
+            continue
+        if len(fields) != len(header):
+            records.append(Record(str(path), reader.line_num, None, f"{len(fields)} fields, but the header has "
+                                  f"{len(header)} (a comma inside an unquoted field?)", "wrong_field_count"))
+            continue
+        records.append(Record(str(path), reader.line_num, dict(zip(header, fields))))
 
 
 def _read_parquet(path: Path) -> list[Record]:

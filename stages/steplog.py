@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import time
+
+from stages import UserError
 
 TIMING_COLUMNS = ("tokens_per_second", "seconds")
 """Step-log columns that vary between reruns; steps.csv leaves them to step_times.csv."""
@@ -21,6 +24,7 @@ def step_logger(model, pad_token_id: int):
             self.rows, self.evals = [], []
             self.started = self.last_time = None
             self.last_tokens, self.tokens, self.offset = 0, 0, 0.0
+            self.diverged = None
             model.get_input_embeddings().register_forward_hook(self.count_tokens)
 
         def count_tokens(self, module, args, output):
@@ -43,6 +47,10 @@ def step_logger(model, pad_token_id: int):
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
+            self.diverged = self.diverged or divergence(state.global_step, logs)
+            if self.diverged:  # the trainer stops after this step; finetune.fit then fails with the message
+                control.should_training_stop = True
+                return
             if "eval_loss" in logs:
                 self.evals.append({"step": state.global_step, "eval_loss": round(logs["eval_loss"], 5)})
             if "loss" not in logs:
@@ -57,6 +65,21 @@ def step_logger(model, pad_token_id: int):
                               "seconds": round(now - self.started, 4)})
 
     return StepLog()
+
+
+class Diverged(UserError):
+    """The loss or the gradient norm stopped being a finite number: the run has no result."""
+
+
+def divergence(step: int, logs: dict) -> str | None:
+    """What is wrong when a logged loss, held-out loss or gradient norm is not a finite number (else None)."""
+    bad = {key: logs[key] for key in ("loss", "eval_loss", "grad_norm")
+           if key in logs and not math.isfinite(float(logs[key]))}
+    if not bad:
+        return None
+    values = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in bad.items())
+    return (f"train diverged at step {step} ({values}, learning rate {logs.get('learning_rate', '?')}): no adapter "
+            "or metrics are written; lower train.learning_rate, or check train.max_seq_length and the rows")
 
 
 def split_timings(rows: list[dict]) -> tuple[list[dict], list[dict]]:

@@ -30,10 +30,13 @@ BASE = Path("models/base")
 ADAPTER = Path("models/adapter")
 CHECKPOINTS = Path("models/checkpoints")
 REPORTS = Path("reports/train")
+OUTPUTS = ("metrics.json", "perf.json", "run.json", "steps.csv", "step_times.csv", "eval_loss.csv")
 
 
 def main() -> None:
     params = config.load()
+    files.require_inputs([PREPARED / "train.jsonl", PREPARED / "eval.jsonl", BASE / base_model.BASE_FILE], "prepare")
+    files.require_writable([REPORTS / name for name in OUTPUTS], [ADAPTER, CHECKPOINTS])
     base = BaseModel.read(BASE)
     train_rows, eval_rows = (files.read_jsonl(PREPARED / f"{split}.jsonl") for split in ("train", "eval"))
     session = finetune.setup(base, params.train, params.lora, params.seed, [r["n_tokens"] for r in train_rows])
@@ -43,7 +46,7 @@ def main() -> None:
 
 def fit(session: finetune.Session, train_rows: list[dict], eval_rows: list[dict], seed: int, lora, train) -> float:
     """finetune.fit with checkpoints in this run's own folder: resumed from the newest complete one of the same run
-    (train.resume: auto), deleted once the run has finished."""
+    (train.resume: auto), deleted once the run has finished or diverged (a crash or a kill keeps them)."""
     run = checkpoints.fingerprint(seed, lora, train, PREPARED / "train.jsonl", BASE)
     run_dir = checkpoints.run_dir(CHECKPOINTS, run)
     resume_from = checkpoints.find_resumable(run_dir, run, train.max_steps) if train.resume == "auto" else None
@@ -52,8 +55,12 @@ def fit(session: finetune.Session, train_rows: list[dict], eval_rows: list[dict]
         print(f"train: resuming from {resume_from}")
     else:
         checkpoints.clear(CHECKPOINTS)  # this run starts over, and other runs' leftovers go too
-    seconds = finetune.fit(session, train_rows, eval_rows, train, seed, run_dir,
-                           [checkpoints.marker_writer(run, session.log)], resume_from)
+    try:
+        seconds = finetune.fit(session, train_rows, eval_rows, train, seed, run_dir,
+                               [checkpoints.marker_writer(run, session.log)], resume_from)
+    except steplog.Diverged:
+        checkpoints.clear(run_dir)  # resuming would only diverge again
+        raise
     checkpoints.clear(run_dir)
     return seconds
 

@@ -5,18 +5,20 @@ does, and checks the exit code and the last line of stderr (or the counts in sta
 """
 
 import json
+import os
 from dataclasses import dataclass, field
 
 import pytest
 
-from tests.conftest import small
+from tests.conftest import REPO, small
 
 GOOD = [{"Question": f"Question {i}?", "Complex_CoT": f"Reasoning {i}.", "Response": f"Answer {i}."}
         for i in range(30)]
 NER = {"data.task": "cmeee_ner"}
 OFFLINE = {"HF_HUB_OFFLINE": "1"}
 GOOD_NER = [{"text": f"患者{i}岁，诊断为急性阑尾炎。", "entities": [
-    {"start_idx": 7 + len(str(i)), "end_idx": 11 + len(str(i)), "type": "dis", "entity": "急性阑尾炎"}]} for i in range(30)]
+    {"start_idx": 7 + len(str(i)), "end_idx": 11 + len(str(i)), "type": "dis", "entity": "急性阑尾炎"}]}
+            for i in range(30)]
 
 
 def with_entity(**entity) -> list[dict]:
@@ -26,6 +28,21 @@ def with_entity(**entity) -> list[dict]:
 
 def json_file(rows) -> bytes:
     return json.dumps(rows, ensure_ascii=False).encode()
+
+
+def csv_file(*lines: str) -> bytes:
+    return ("Question,Complex_CoT,Response\n" + "".join(f'"Question {i}?","Reasoning {i}.","Answer {i}."\n'
+                                                         for i in range(30)) + "".join(lines)).encode()
+
+
+MCQ_GOOD = [{"question": f"Which option is number {i}?", "options": {"A": f"number {i}", "B": "another"},
+             "answer_idx": "A"} for i in range(4)]
+MCQ = {"eval.mcq.source": "mcq.jsonl", "eval.num_samples": 2, "eval.max_new_tokens": 8, "eval.mcq.max_new_tokens": 8}
+LONG = [{**g, "Question": g["Question"] + " word" * 3000} for g in GOOD]
+
+
+def symlink_loop(path):
+    path.symlink_to(path.name)
 
 
 def jsonl(rows) -> bytes:
@@ -45,6 +62,13 @@ class Case:
     """Expected stats.json skipped_by_reason (with data.on_bad_row=skip)."""
     env: dict = field(default_factory=dict)
     """Environment of the run (the hub cases: HF_HUB_OFFLINE=1, as on a machine without network)."""
+    stage: str = "prepare"
+    """The stage that must fail (or succeed), after the stages in `before`."""
+    before: tuple = ()
+    files: dict = field(default_factory=dict)
+    """Other files to write first: path -> bytes (or a callable that makes the path)."""
+    metrics: dict | None = None
+    """Expected values in reports/eval/base/metrics.json (stage evaluate_base, succeeding)."""
 
 
 CASES = [
@@ -79,12 +103,13 @@ CASES = [
     Case("hub_dataset_offline", "hf:FreedomIntelligence/medical-o1-reasoning-SFT (config en): not reachable",
          params={"data.source": "hf:FreedomIntelligence/medical-o1-reasoning-SFT", "data.config": "en"},
          env=OFFLINE),
-    Case("hub_model_offline", "model.name 'unsloth/DeepSeek-R1-Distill-Llama-8B': could not load its tokenizer",
+    Case("hub_model_offline", "model.name 'unsloth/DeepSeek-R1-Distill-Llama-8B': not a local directory, and its "
+         "tokenizer could not be loaded from the hub",
          jsonl(GOOD), params={"model.name": "unsloth/DeepSeek-R1-Distill-Llama-8B"}, env=OFFLINE),
     Case("too_few_rows_for_eval", "only 3 usable rows, but data.eval_rows is 4", jsonl(GOOD[:3]),
          params={"data.max_rows": None}),
     Case("max_seq_length_below_template", "train.max_seq_length (64) is below the template's own length",
-         jsonl(GOOD), params={"train.max_seq_length": 64}),
+         jsonl(GOOD), params={"train.max_seq_length": 64, "eval.max_new_tokens": 16}),
     Case("long_rows_skipped_and_counted", data=jsonl(GOOD[:10] + [{**g, "Complex_CoT": "very long " * 400}
                                                                    for g in GOOD[10:20]] + GOOD[20:]),
          params={"data.on_long_row": "skip", "train.max_seq_length": 512}, skipped={"too_long": 10}),
@@ -111,6 +136,96 @@ CASES = [
         GOOD_NER + with_entity(end_idx=40)[:1] + with_entity(type="x")[:1] + with_entity(entity="阑尾炎")[:1]),
          suffix="json", params={**NER, "data.on_bad_row": "skip"},
          skipped={"span_out_of_range": 1, "unknown_type": 1, "span_text_mismatch": 1}),
+
+    # round two: params that config did not bound
+    Case("learning_rate_infinite", "train.learning_rate: must be a finite number, got inf",
+         params={"train.learning_rate": float("inf")}),
+    Case("learning_rate_nan", "train.learning_rate: must be a finite number, got nan",
+         params={"train.learning_rate": float("nan")}),
+    Case("learning_rate_negative", "train.learning_rate: must be > 0, got -0.0002",
+         params={"train.learning_rate": -2e-4}),
+    Case("seed_too_large", "seed: must be an integer in 0..4294967295, got 4294967296", params={"seed": 2**32}),
+    Case("seed_negative", "seed: must be an integer in 0..4294967295, got -1", params={"seed": -1}),
+    Case("unknown_optimizer", "train.optim: must be auto or an optimizer transformers knows",
+         params={"train.optim": "adamw_fastest"}),
+    Case("unknown_scheduler", "train.lr_scheduler_type: must be a schedule transformers knows",
+         params={"train.lr_scheduler_type": "cosine_fast"}),
+    Case("negative_warmup", "train.warmup_steps: must be >= 0, got -1", params={"train.warmup_steps": -1}),
+    Case("negative_weight_decay", "train.weight_decay: must be >= 0, got -0.1", params={"train.weight_decay": -0.1}),
+    Case("lora_alpha_zero", "lora.alpha: must be > 0, got 0", params={"lora.alpha": 0}),
+    Case("duplicate_target_modules", "lora.target_modules: must be a non-empty list of distinct names",
+         params={"lora.target_modules": ["q_proj", "q_proj"]}),
+    Case("tiny_heads_do_not_divide_width", "model.tiny.hidden_size: must be a multiple of "
+         "model.tiny.num_attention_heads (3)", params={"model.tiny.num_attention_heads": 3,
+                                                      "model.tiny.num_key_value_heads": 1}),
+    Case("tiny_kv_heads_do_not_divide_heads", "model.tiny.num_key_value_heads: must be a divisor of "
+         "model.tiny.num_attention_heads (4), got 3", params={"model.tiny.num_key_value_heads": 3}),
+    Case("tiny_vocabulary_below_the_byte_alphabet", "model.tiny.vocab_size: must be >= 261",
+         params={"model.tiny.vocab_size": 100}),
+    Case("mcq_budget_zero", "eval.mcq.max_new_tokens: must be > 0, got 0", params={"eval.mcq.max_new_tokens": 0}),
+    Case("generation_budget_above_the_model", "eval.max_new_tokens: must be below train.max_seq_length (2048)",
+         params={"eval.max_new_tokens": 4096}),
+    Case("mcq_max_rows_zero", "eval.mcq.max_rows: must be null (all questions) or >= 1, got 0",
+         params={"eval.mcq.max_rows": 0}),
+    Case("max_rows_zero", "data.max_rows: must be null or more than data.eval_rows (4), got 0",
+         params={"data.max_rows": 0}),
+    # params checked against the model before any weights load, and a run that diverges
+    Case("lora_rank_above_the_layer_width", "lora.r: 4096 is more than k_proj's width (64)",
+         params={"lora.r": 4096}, stage="train", before=("prepare",)),
+    Case("unknown_target_module", "lora.target_modules: attn_proj is not a linear layer of this model",
+         params={"lora.target_modules": ["q_proj", "attn_proj"]}, stage="train", before=("prepare",)),
+    Case("diverging_run_fails_instead_of_reporting_a_loss", "train diverged at step",
+         params={"train.learning_rate": 1e8, "train.warmup_steps": 0, "train.max_steps": 4, "train.backend": "hf"},
+         stage="train", before=("prepare",)),
+    # rows
+    Case("csv_unquoted_comma_is_a_bad_row", "rows.csv: row 32: 4 fields, but the header has 3",
+         csv_file("What now?,Think.,Take aspirin 20, then rest\n"), "csv"),
+    Case("csv_missing_field_is_a_bad_row", "rows.csv: row 32: 2 fields, but the header has 3",
+         csv_file("What now?,Think.\n"), "csv"),
+    Case("csv_bad_rows_skipped_and_counted", data=csv_file("What now?,Think.,Take aspirin 20, then rest\n",
+                                                           "What now?,Think.\n"),
+         suffix="csv", params={"data.on_bad_row": "skip"}, skipped={"wrong_field_count": 2}),
+    Case("csv_field_over_the_csv_module_limit", data=csv_file(f'"Q?","{"long " * 40000}","A."\n'), suffix="csv",
+         skipped={}),
+    Case("zero_width_response_is_empty", "row 1: field Response: empty",
+         jsonl([{**GOOD[0], "Response": "\u200b\u200d\ufeff"}] + GOOD)),
+    Case("upper_case_columns", data=jsonl([{k.upper(): v for k, v in g.items()} for g in GOOD]), skipped={}),
+    Case("lone_surrogate_cannot_be_encoded", "row 1: field Question: not valid Unicode text",
+         b'{"Question": "\\ud800 pain?", "Complex_CoT": "c", "Response": "r"}\n' + jsonl(GOOD)),
+    Case("cmeee_offsets_of_the_wrong_type", "row 1: field entities[0]: start_idx and end_idx must be integers",
+         json_file(with_entity(start_idx="9")), "json", NER),
+    Case("cmeee_type_of_the_wrong_type", "row 1: field entities[0]: type and entity must be strings",
+         json_file(with_entity(type=["dis"])), "json", NER),
+    Case("cmeee_wrong_types_skipped_and_counted", data=json_file(
+        GOOD_NER + with_entity(start_idx="9")[:1] + with_entity(type=["dis"])[:1]), suffix="json",
+         params={**NER, "data.on_bad_row": "skip"}, skipped={"not_an_integer": 1, "not_a_string": 1}),
+    Case("mcq_rows_all_bad", "eval.mcq.source 'mcq.jsonl': no usable question (1 gold_not_an_option, 1 "
+         "unknown_shape)", params={**MCQ, "data.on_bad_row": "skip"}, stage="evaluate_base", before=("prepare",),
+         files={"mcq.jsonl": jsonl([{**MCQ_GOOD[0], "answer_idx": "E"}, {"stem": "Q?"}])}),
+    Case("mcq_skips_and_duplicates_counted", params={**MCQ, "data.on_bad_row": "skip"}, stage="evaluate_base",
+         before=("prepare",), files={"mcq.jsonl": jsonl(MCQ_GOOD + MCQ_GOOD[:2] + [{"stem": "?"}])},
+         metrics={"mcq_rows_skipped": 1, "mcq_duplicates": 2}),
+    Case("prompts_longer_than_the_model_are_cut_and_counted", data=jsonl(LONG),
+         params={"train.max_seq_length": 1024, "eval.num_samples": 2, "eval.max_new_tokens": 8},
+         stage="evaluate_base", before=("prepare",), metrics={"prompts_cut": 2, "samples": 2}),
+    # files and order
+    Case("train_before_prepare", "data/prepared/train.jsonl: missing; it is written by prepare", stage="train"),
+    Case("evaluate_before_prepare", "data/prepared/eval.jsonl: missing; it is written by prepare",
+         stage="evaluate_base"),
+    Case("evaluate_tuned_without_an_adapter", "models/adapter/adapter_config.json: missing; it is written by train",
+         stage="evaluate", before=("prepare",)),
+    Case("model_directory_without_weights", "model.name 'mymodel': no weights in this directory",
+         params={"model.name": "mymodel"}, files={"mymodel/config.json": b"{}", "mymodel/tokenizer.json": b"{}"}),
+    Case("missing_model_directory", "model.name './models/nowhere': no such directory",
+         params={"model.name": "./models/nowhere"}),
+    Case("source_is_a_directory", "rows.jsonl: a directory, not a file of rows",
+         params={"data.source": "rows.jsonl"}, files={"rows.jsonl/part-0.jsonl": jsonl(GOOD)}),
+    Case("source_is_a_symlink_loop", "loop.jsonl: a symbolic link to nothing (or a loop of links)",
+         params={"data.source": "loop.jsonl"}, files={"loop.jsonl": symlink_loop}),
+    Case("source_is_a_pipe", "fifo.jsonl: not a regular file", params={"data.source": "fifo.jsonl"},
+         files={"fifo.jsonl": os.mkfifo}),
+    Case("reports_is_a_file", "reports: a file where a folder must be (to write reports/prepare/stats.json)",
+         files={"reports": b"not a folder"}),
 ]
 
 
@@ -121,12 +236,45 @@ def test_bad_input(workdir, case):
         path = workdir / f"rows.{case.suffix}"
         path.write_bytes(case.data)
         params.setdefault("data.source", path.name)
+    for name, content in case.files.items():
+        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+        content(workdir / name) if callable(content) else (workdir / name).write_bytes(content)
     workdir.params(params)
-    if case.message is None:
-        workdir.run("prepare", env=case.env)
+    for stage in case.before:
+        workdir.run(stage, env=case.env)
+    before = snapshot(workdir)
+    if case.message is not None:
+        last = workdir.error_line(case.stage, env=case.env)
+        assert last.startswith("error: ") and case.message in last, last
+        assert snapshot(workdir) == before, "a failing stage changed outputs"
+        return
+    workdir.run(case.stage, env=case.env)
+    if case.metrics is not None:
+        scores = json.loads((workdir / "reports/eval/base/metrics.json").read_text())["base"]
+        assert {k: scores[k] for k in case.metrics} == case.metrics
+        assert "NaN" not in (workdir / "reports/eval/base/metrics.json").read_text()
+    else:
         stats = json.loads((workdir / "reports/prepare/stats.json").read_text())
         assert stats["skipped_by_reason"] == case.skipped
         assert stats["rows_skipped"] == sum(case.skipped.values())
-    else:
-        last = workdir.error_line("prepare", env=case.env)
-        assert last.startswith("error: ") and case.message in last, last
+
+
+OUTPUTS = ("data/prepared", "models/base", "models/adapter", "reports")
+
+
+def snapshot(workdir) -> dict:
+    """Every output file (and folder) and its bytes (models/checkpoints is no output: train's resume state)."""
+    found = {}
+    for top in OUTPUTS:
+        root = workdir / top
+        if root.is_file():
+            found[top] = root.read_bytes()
+        for path in sorted(root.rglob("*")) if root.is_dir() else []:
+            found[str(path.relative_to(workdir.path))] = path.read_bytes() if path.is_file() else b"<dir>"
+    return found
+
+
+def test_the_suite_states_its_case_count():
+    """README "Reliability" states how many cases this file holds."""
+    readme = (REPO / "README.md").read_text()
+    assert f"lists the {len(CASES)} cases" in readme

@@ -114,3 +114,12 @@ def test_yaml_scientific_notation_reads_as_float(tmp_path):
 def test_overrides_apply_dotted_keys():
     params = config.load(REPO / "params.yaml", {"lora.r": 8, "train.backend": "hf"})
     assert (params.lora.r, params.train.backend) == (8, "hf")
+
+
+def test_optimizer_and_schedule_names_are_those_transformers_knows():
+    """config reads them from transformers' source to spare every stage the import; they must be the enums."""
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    assert config.transformers_names("OptimizerNames") == {name.value for name in OptimizerNames}
+    assert config.transformers_names("SchedulerType") == {name.value for name in SchedulerType}

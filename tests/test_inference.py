@@ -41,8 +41,8 @@ def test_static_engine_writes_what_generate_writes(inside, adapter, monkeypatch)
     model, tokenizer = load(adapter)
     prompts = [r["prompt"] for r in files.read_jsonl("data/prepared/eval.jsonl")]
     prompts[1] = prompts[1][:40]  # a short prompt: left padding in its batch
-    plain = inference.generate(model, tokenizer, prompts, 48, 3, "generate", "generate")
-    fast = inference.generate(model, tokenizer, prompts, 48, 3, "static", "static")
+    plain = inference.generate(model, tokenizer, prompts, 48, 3, "generate", 2048, "generate")
+    fast = inference.generate(model, tokenizer, prompts, 48, 3, "static", 2048, "static")
     assert fast.texts == plain.texts
     assert fast.new_tokens == plain.new_tokens and fast.stopped == plain.stopped
     assert fast.batch_size == plain.batch_size == 3

@@ -125,7 +125,7 @@ def test_unknown_hub_config_is_named(tmp_path):
 
 
 def test_record_errors_become_bad_rows():
-    records = [Record("f.jsonl", 1, None, "not UTF-8 (bad byte at column 3)"), Record("f.jsonl", 2, GOOD)]
+    records = [Record("f.jsonl", 1, None, "not UTF-8 (bad byte at column 3)", "not_utf8"), Record("f.jsonl", 2, GOOD)]
     kept, stats = dataset.clean(records, medical_cot.validate, "skip")
     assert len(kept) == 1 and stats.skipped == {"not_utf8": 1}
 
@@ -138,3 +138,23 @@ def test_real_demo_rows_prepare(workdir):
     stats = json.loads((workdir / "reports/prepare/stats.json").read_text())
     assert stats["rows_read"] == 198 and stats["rows_kept"] + stats["duplicates"] == 198
     assert stats["tokens"]["p50"] > 300
+
+
+def test_a_row_of_an_unforeseen_shape_is_a_bad_row_not_a_traceback():
+    def validate(value):
+        return {"question": value["Question"].strip()}  # a str method on whatever the row holds
+
+    records = [Record("f.jsonl", 1, {"Question": ["a", "list"]}), Record("f.jsonl", 2, {"Question": "Q?"})]
+    kept, stats = dataset.clean(records, validate, "skip")
+    assert kept == [{"question": "Q?"}] and stats.skipped == {"wrong_type": 1}
+    with pytest.raises(dataset.DataError, match=r"^f.jsonl: row 1: a field has an unexpected type or shape "
+                                                r"\(AttributeError"):
+        dataset.clean(records, validate, "error")
+
+
+def test_a_rerun_overwrites_the_outputs_of_the_last_run(workdir):
+    workdir.params(small())
+    workdir.run("prepare")
+    first = (workdir / "data/prepared/train.jsonl").read_bytes()
+    workdir.run("prepare")  # as `dvc repro --force prepare`: every output already there
+    assert (workdir / "data/prepared/train.jsonl").read_bytes() == first

@@ -8,7 +8,9 @@ A task module has SAMPLES (bundled sample file per data.config), `validate(value
 from __future__ import annotations
 
 import importlib
+import unicodedata
 from types import ModuleType
+from typing import Any
 
 from stages import UserError
 
@@ -19,6 +21,42 @@ class BadRow(UserError):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
+
+
+def column(value: dict, name: str) -> str | None:
+    """The key of `value` that holds column `name`: spelled exactly, else in any case (`QUESTION`, `question`);
+    None when there is none. Two spellings that differ only in case, and neither exact, are a bad row."""
+    if name in value:
+        return name
+    matches = [key for key in value if isinstance(key, str) and key.casefold() == name.casefold()]
+    if len(matches) > 1:
+        raise BadRow("ambiguous_column", f"field {name}: spelled {' and '.join(map(repr, matches))}; keep one")
+    return matches[0] if matches else None
+
+
+def text_field(value: dict, name: str) -> str:
+    """Column `name` of a row, checked to be non-empty text (returned as it is); raises BadRow naming it.
+    Text with nothing visible (only spaces, zero-width or other format characters) is empty, and text that is not
+    valid Unicode (a lone surrogate from a JSON escape) cannot be encoded by any tokenizer."""
+    key = column(value, name)
+    if key is None:
+        raise BadRow("missing_field", f"field {name}: missing (expected a non-empty string)")
+    text = value[key]
+    if not isinstance(text, str):
+        raise BadRow("not_a_string", f"field {name}: expected a non-empty string, got {type(text).__name__}")
+    if not visible(text):
+        raise BadRow("empty_field", f"field {name}: empty (expected a non-empty string)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise BadRow("not_encodable", f"field {name}: not valid Unicode text ({err.reason} at character "
+                                      f"{err.start})") from None
+    return text
+
+
+def visible(text: Any) -> str:
+    """`text` without whitespace and invisible format characters (zero-width space, joiners, BOM, ...)."""
+    return "".join(c for c in text if not c.isspace() and unicodedata.category(c) != "Cf")
 
 
 def get(name: str) -> ModuleType:

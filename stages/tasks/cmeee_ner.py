@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stages import metrics, prompts
-from stages.tasks import BadRow
+from stages.tasks import BadRow, column, text_field
 
 TYPES = {"dis": "疾病", "sym": "临床表现", "pro": "医疗程序", "equ": "医疗设备", "dru": "药物",
          "ite": "医学检验项目", "bod": "身体", "dep": "科室", "mic": "微生物类"}
@@ -32,10 +32,8 @@ def validate(value: Any) -> dict:
     """{passage, entities: [[start, end, type, entity], ...]}; raises BadRow naming the field."""
     if not isinstance(value, dict):
         raise BadRow("not_an_object", f"expected an object with text and entities, got {type(value).__name__}")
-    text = value.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise BadRow("empty_field", "field text: missing or empty (expected a non-empty string)")
-    entities = value.get("entities")
+    text = text_field(value, "text")  # offsets count from its first character: not stripped
+    entities = value.get(column(value, "entities"))
     if not isinstance(entities, list):
         raise BadRow("missing_field", "field entities: missing (expected a list; the CMeEE test split has no "
                                       "gold entities and cannot be trained or scored on)")
@@ -48,9 +46,14 @@ def _checked_entity(text: str, index: int, entity: Any) -> tuple[int, int, str, 
     if not isinstance(entity, dict) or not all(k in entity for k in ("start_idx", "end_idx", "type", "entity")):
         raise BadRow("missing_field", f"{where}: expected an object with start_idx, end_idx, type, entity")
     start, end, kind, name = (entity[k] for k in ("start_idx", "end_idx", "type", "entity"))
+    if not isinstance(kind, str) or not isinstance(name, str):
+        raise BadRow("not_a_string", f"{where}: type and entity must be strings, got {type(kind).__name__} and "
+                                     f"{type(name).__name__}")
     if kind not in TYPES:
         raise BadRow("unknown_type", f"{where}: type {kind!r} is not a CMeEE type ({', '.join(TYPES)})")
-    if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end < len(text)):
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in (start, end)):
+        raise BadRow("not_an_integer", f"{where}: start_idx and end_idx must be integers, got {start!r} and {end!r}")
+    if not 0 <= start <= end < len(text):
         raise BadRow("span_out_of_range", f"{where}: span [{start}, {end}] is outside the text "
                                           f"(0..{len(text) - 1}; end_idx is inclusive)")
     if text[start:end + 1] != name:

@@ -38,8 +38,9 @@ def adapt(row: Any) -> Item:
     if not isinstance(row, dict):
         raise BadRow("not_an_object", f"expected an object, got {type(row).__name__}")
     if "final_decision" in row:
-        contexts = row.get("CONTEXTS") or row.get("context", {}).get("contexts") or []
-        context = " ".join(contexts) if isinstance(contexts, list) else str(contexts)
+        nested = row.get("context") if isinstance(row.get("context"), dict) else {}
+        contexts = row.get("CONTEXTS") or nested.get("contexts") or []
+        context = " ".join(map(str, contexts)) if isinstance(contexts, list) else str(contexts)
         question = str(row.get("QUESTION") or row.get("question") or "")
         options = {"A": "yes", "B": "no", "C": "maybe"}
         gold = {"yes": "A", "no": "B", "maybe": "C"}.get(str(row["final_decision"]).lower())

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from stages import metrics, prompts
-from stages.tasks import BadRow
+from stages.tasks import BadRow, text_field
 
 FIELDS = {"Question": "question", "Complex_CoT": "reasoning", "Response": "answer"}
 SAMPLES = {None: Path("data/sample/medical_cot.jsonl"), "en": Path("data/sample/medical_cot.jsonl"),
@@ -17,23 +17,12 @@ SAMPLES = {None: Path("data/sample/medical_cot.jsonl"), "en": Path("data/sample/
 def validate(value: Any) -> dict[str, str]:
     """The row's three fields as {question, reasoning, answer}; raises BadRow naming the field.
 
-    Columns may be spelled in lower case (question, complex_cot, response); the exact spelling wins
-    when both exist, as in files that carry an MCQ `question` beside the CoT `Question`.
+    Column names match in any case (QUESTION, complex_cot, ...); the exact spelling wins when both exist, as in
+    files that carry an MCQ `question` beside the CoT `Question`.
     """
     if not isinstance(value, dict):
         raise BadRow("not_an_object", f"expected an object with {', '.join(FIELDS)}, got {type(value).__name__}")
-    row = {}
-    for column, name in FIELDS.items():
-        key = column if column in value else column.lower()
-        if key not in value:
-            raise BadRow("missing_field", f"field {column}: missing (expected a non-empty string)")
-        text = value[key]
-        if not isinstance(text, str):
-            raise BadRow("not_a_string", f"field {column}: expected a non-empty string, got {type(text).__name__}")
-        if not text.strip():
-            raise BadRow("empty_field", f"field {column}: empty (expected a non-empty string)")
-        row[name] = text.strip()
-    return row
+    return {name: text_field(value, column).strip() for column, name in FIELDS.items()}
 
 
 def format_row(row: dict[str, str], eos_token: str) -> dict[str, str]:
