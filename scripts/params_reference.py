@@ -1,4 +1,4 @@
-"""README's params table, generated: every key with its default (params.yaml, composed from conf/config.yaml) and
+"""README's params table, generated: every key with its default (conf/config.yaml, composed as `dvc exp run` does) and
 its meaning (the field's docstring in stages/config.py), so the table cannot drift from either.
 
     python scripts/params_reference.py      # rewrite the table in README.md (tests/test_readme.py checks it)
@@ -8,6 +8,7 @@ import ast
 import dataclasses
 import inspect
 import sys
+import tempfile
 import typing
 from pathlib import Path
 
@@ -54,10 +55,15 @@ def rows(section, prefix: str = "", docs: dict | None = None):
             yield f"{prefix}{f.name}", shown(value), docs[type(section).__name__, f.name]
 
 
-def table(params_file: Path = ROOT / "params.yaml") -> str:
+def table() -> str:
+    """The table, with the defaults composed from conf/ (params.yaml may hold an experiment's values)."""
+    from scripts.compose_params import compose
+
+    with tempfile.TemporaryDirectory() as scratch:
+        compose([], Path(scratch) / "params.yaml")
+        defaults = config.load(Path(scratch) / "params.yaml")
     lines = [BEGIN, "", "| key | default | meaning |", "| --- | --- | --- |"]
-    lines += [f"| `{key}` | {default} | {meaning.replace('|', '&#124;')} |"
-              for key, default, meaning in rows(config.load(params_file))]
+    lines += [f"| `{key}` | {default} | {meaning.replace('|', '&#124;')} |" for key, default, meaning in rows(defaults)]
     return "\n".join([*lines, "", END])
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import platform
 import re
 import tempfile
@@ -59,12 +60,15 @@ def bench_tokenizer(bench, rows: list[dict]):
 
 
 def random_weights(bench, tokenizer, seed: int) -> Path:
-    """bench.model's architecture with seeded random weights, written once and reused by every combination."""
+    """bench.model's architecture with seeded random weights and the benchmark's tokenizer, written once and reused by
+    every combination of the same architecture, rows, vocabulary, length and seed (else written again)."""
     out = Path(bench.weights_dir)
-    if not (out / COMPLETE).is_file():
+    made_of = json.dumps({"model": bench.model, "rows": bench.rows, "vocab": bench.tokenizer_vocab_size,
+                          "max_seq_length": bench.max_seq_length, "seed": seed}, sort_keys=True) + "\n"
+    if not (out / COMPLETE).is_file() or (out / COMPLETE).read_text() != made_of:
         with files.replaced_dir(out) as work_dir:
             base_model.save_random_model(bench.model, tokenizer, seed, work_dir)
-            (work_dir / COMPLETE).write_text(bench.model + "\n")
+            (work_dir / COMPLETE).write_text(made_of)
     return out
 
 
@@ -147,12 +151,13 @@ def probe_lengths(model, token_ids: list[int], lengths: list[int], budget_gib: f
         torch.cuda.reset_peak_memory_stats()
         try:
             model(input_ids=ids, labels=ids).loss.backward()
-            peak = torch.cuda.max_memory_reserved() / 2**30
+            peak = round(torch.cuda.max_memory_reserved() / 2**30, 2)
         except torch.OutOfMemoryError:
-            peak = float("inf")
+            peak = None  # out of memory: more than the GPU has
         model.zero_grad(set_to_none=True)
-        probes.append({"max_seq_length": length, "peak_reserved_gib": round(peak, 2), "fits": peak <= budget_gib})
-        if peak > budget_gib:
+        fits = peak is not None and peak <= budget_gib
+        probes.append({"max_seq_length": length, "peak_reserved_gib": peak, "fits": fits})
+        if not fits:
             break
     return probes
 
@@ -195,7 +200,8 @@ def run(args, params) -> dict:
         gradient_checkpointing=args.gradient_checkpointing or bench.gradient_checkpointing,
         max_steps=bench.warmup_steps + bench.measure_steps + args.profile_steps, logging_steps=1, save_steps=10**9,
         packing=False, learning_rate=bench.learning_rate)
-    runtime.require_cuda_for_4bit(train.load_in_4bit)
+    if train.load_in_4bit and not cuda:
+        raise UserError("--precision 4bit needs a CUDA GPU (bitsandbytes NF4); use --precision bf16 on this machine")
     plain = bench_rows(bench)
     tokenizer = bench_tokenizer(bench, plain)
     rows = dataset.tokenized(plain, medical_cot, tokenizer)
@@ -209,14 +215,15 @@ def run(args, params) -> dict:
         callbacks.append(kernel_profiler(last_timed, args.profile_steps))
     with tempfile.TemporaryDirectory() as scratch:
         finetune.fit(session, rows, None, train, params.seed, scratch, callbacks)
-    result = steady_state(session.log.rows, bench.warmup_steps, last_timed)
+    result = steady_state(session.log.rows, bench.warmup_steps, last_timed) | runtime.peak_memory()
     if args.profile_steps:
         result["profile"] = callbacks[-1].breakdown
     return describe(result, session, rows, train, params, args)
 
 
 def describe(result: dict, session, rows: list[dict], train, params, args) -> dict:
-    """The measured steady state with what was measured: model, data, params, FLOPs and MFU, length probes."""
+    """The measured steady state (and its peak memory, taken before the length probes reset the counters) with what
+    was measured: model, data, params, FLOPs and MFU, length probes."""
     bench, model = params.bench, session.model
     lengths = np.minimum([r["n_tokens"] for r in rows], bench.max_seq_length)
     n_lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -232,7 +239,7 @@ def describe(result: dict, session, rows: list[dict], train, params, args) -> di
                    "memory_budget_gib": bench.memory_budget_gib}
     return {
         "backend": args.backend, "precision": args.precision, "tag": args.tag, "weights": "random",
-        "model": bench.model, "device": runtime.device_name(), **runtime.peak_memory(), "versions": versions(),
+        "model": bench.model, "device": runtime.device_name(), "versions": versions(),
         "params": {"per_device_train_batch_size": train.per_device_train_batch_size,
                    "gradient_accumulation_steps": train.gradient_accumulation_steps,
                    "max_seq_length": train.max_seq_length, "gradient_checkpointing": session.gradient_checkpointing,

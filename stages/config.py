@@ -230,7 +230,7 @@ class Params:
     bench: BenchConfig
     """The GPU benchmark (bench/dvc.yaml; never part of the default `dvc repro`)."""
 
-    def __post_init__(self):
+    def __post_init__(self):  # rules() lists the "> 0" checks first: later rules may divide by those values
         for key, value, valid, expected in rules(self):
             if not valid:
                 raise ConfigError(f"{key}: must be {expected}, got {value!r}")
@@ -287,12 +287,12 @@ def rules(p: Params) -> list[tuple[str, Any, bool, str]]:
          f"below train.max_seq_length ({train.max_seq_length}), which also bounds prompt + generation"),
         ("model.tiny.vocab_size", tiny.vocab_size, tiny.vocab_size >= BPE_ALPHABET,
          f">= {BPE_ALPHABET} (the byte alphabet and the special tokens)"),
-        ("model.tiny.hidden_size", tiny.hidden_size,
-         tiny.hidden_size % tiny.num_attention_heads == 0 and (tiny.hidden_size // tiny.num_attention_heads) % 2 == 0,
+        ("model.tiny.hidden_size", tiny.hidden_size, tiny.num_attention_heads <= 0 or (
+            tiny.hidden_size % tiny.num_attention_heads == 0 and (tiny.hidden_size // tiny.num_attention_heads) % 2 == 0),
          f"a multiple of model.tiny.num_attention_heads ({tiny.num_attention_heads}) with an even head width "
          "(rotary embeddings rotate pairs)"),
         ("model.tiny.num_key_value_heads", tiny.num_key_value_heads,
-         tiny.num_attention_heads % tiny.num_key_value_heads == 0,
+         tiny.num_key_value_heads <= 0 or tiny.num_attention_heads % tiny.num_key_value_heads == 0,
          f"a divisor of model.tiny.num_attention_heads ({tiny.num_attention_heads})"),
         ("bench.tokenizer_vocab_size", p.bench.tokenizer_vocab_size, p.bench.tokenizer_vocab_size >= BPE_ALPHABET,
          f">= {BPE_ALPHABET} (the byte alphabet and the special tokens)"),

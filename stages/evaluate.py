@@ -23,7 +23,8 @@ Writes  reports/eval/<model>/metrics.json   {"<model>": {...}}: eval_loss and pe
         reports/eval/samples.jsonl          question, reference, base output, tuned output
         reports/eval/before_after.csv       the 0-1 scores (metrics.RATES present) of both, long form, for `dvc plots`
 Same prompts and greedy decoding for both, through stages/inference.py: plain transformers whichever backend
-trained the adapter, the adapter merged into the weights, the static-cache engine (a CUDA graph per decode step
+trained the adapter, the adapter merged into float32 weights and kept as LoRA layers on 16-bit ones (a bf16 merge
+rounds part of a small adapter away: stages/inference.py, load), the static-cache engine (a CUDA graph per decode step
 on a GPU) unless eval.engine says `generate`.
 """
 
@@ -62,6 +63,8 @@ def evaluate(name: str, evaluation, task_name: str, on_bad_row: str, load_in_4bi
         files.require_inputs([REPORTS / "base/metrics.json", REPORTS / "base/generations.jsonl"], "evaluate_base")
         outputs += [REPORTS / "before_after.csv", REPORTS / "samples.jsonl"]
     files.require_writable(outputs)
+    items, cleaned = load_mcq(evaluation.mcq, on_bad_row) if evaluation.mcq.source else (None, None)
+    base = read_base() if name == "tuned" else None  # a bad MCQ file or base output fails before any model runs
     runtime.setup()
     task = tasks.get(task_name)
     rows = files.read_jsonl(EVAL_ROWS)
@@ -69,8 +72,7 @@ def evaluate(name: str, evaluation, task_name: str, on_bad_row: str, load_in_4bi
     scores, out = score(model, tokenizer, rows, task, evaluation, max_seq_length, name)
     perf = {"generation_tokens_per_second": out.tokens_per_second, "generation_batch_size": out.batch_size}
     generations = [{"prompt_set": "held_out", "generation": t} for t in out.texts]
-    if evaluation.mcq.source:
-        items, cleaned = load_mcq(evaluation.mcq, on_bad_row)
+    if items:
         mcq_scores, mcq_out = score_mcq(model, tokenizer, items, evaluation, max_seq_length, name)
         scores |= mcq_scores | {"mcq_rows_skipped": sum(cleaned.skipped.values()),
                                 "mcq_duplicates": cleaned.duplicates, "mcq_prompts_cut": mcq_out.prompts_cut}
@@ -81,8 +83,8 @@ def evaluate(name: str, evaluation, task_name: str, on_bad_row: str, load_in_4bi
     files.write_json(REPORTS / name / "metrics.json", {name: scores})
     files.write_json(REPORTS / name / "perf.json", {name: perf | runtime.peak_memory()})
     files.write_jsonl(REPORTS / name / "generations.jsonl", generations)
-    if name == "tuned":
-        write_side_by_side(rows, scores, out.texts)
+    if base is not None:
+        write_side_by_side(rows, base, scores, out.texts)
     print(f"evaluate {name}: eval loss {scores['eval_loss']}, format compliance {scores['format_compliance']}")
 
 
@@ -95,7 +97,7 @@ def score(model, tokenizer, rows: list[dict], task, evaluation, max_seq_length: 
                              evaluation.batch_size, evaluation.engine, max_seq_length, f"evaluate {label}")
     answers = [prompts.split_generation(t).answer for t in out.texts]
     return {
-        "eval_loss": round(losses["full"], 5), "perplexity": round(metrics.perplexity(losses["full"]), 4),
+        "eval_loss": round(losses["full"], 5), "perplexity": metrics.rounded(metrics.perplexity(losses["full"]), 4),
         "response_loss": round(losses["response"], 5),
         "format_compliance": round(metrics.format_compliance(out.texts), 4),
         "stop_rate": round(metrics.stop_rate(out.stopped), 4),
@@ -108,7 +110,7 @@ def score(model, tokenizer, rows: list[dict], task, evaluation, max_seq_length: 
 def load_mcq(mcq_config, on_bad_row: str) -> tuple[list[mcq.Item], dataset.CleanStats]:
     """The questions to score and what cleaning them skipped (by reason) and dropped as duplicates."""
     source, hub_config = sources.resolve_sample(mcq_config.source, mcq_config.config, mcq.SAMPLES, "eval.mcq.config")
-    records = sources.load_records(source, hub_config, None, mcq_config.split)
+    records = sources.load_records(source, hub_config, None, mcq_config.split, "eval.mcq")
     rows, cleaned = dataset.clean(records, mcq.validate, on_bad_row, mcq_config.max_rows)
     if not rows:
         reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(cleaned.skipped.items())) or "none read"
@@ -128,12 +130,23 @@ def score_mcq(model, tokenizer, items: list[mcq.Item], evaluation, max_seq_lengt
     return mcq.score(items, out.texts, thinking), out
 
 
-def write_side_by_side(rows: list[dict], tuned: dict, tuned_texts: list[str]) -> None:
+def read_base() -> tuple[dict, list[str]]:
+    """evaluate_base's scores and held-out generations, checked to be what evaluate_base writes."""
+    try:
+        scores = files.read_json(REPORTS / "base/metrics.json")["base"]
+        texts = [g["generation"] for g in files.read_jsonl(REPORTS / "base/generations.jsonl")
+                 if g["prompt_set"] == "held_out"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{REPORTS / 'base'}: not what evaluate_base writes ({type(err).__name__}: {err}); run "
+                        "evaluate_base again") from None
+    return scores, texts
+
+
+def write_side_by_side(rows: list[dict], base_outputs: tuple[dict, list[str]], tuned: dict, tuned_texts: list[str]
+                       ) -> None:
     """Both models' rates in long form (before_after.csv, for `dvc plots`) and the held-out samples side by side
-    (samples.jsonl), from the base's files and the tuned model's results."""
-    base = files.read_json(REPORTS / "base/metrics.json")["base"]
-    base_texts = [g["generation"] for g in files.read_jsonl(REPORTS / "base/generations.jsonl")
-                  if g["prompt_set"] == "held_out"]
+    (samples.jsonl), from the base's outputs and the tuned model's results."""
+    base, base_texts = base_outputs
     files.write_csv(REPORTS / "before_after.csv", [
         {"metric": key, "model": name, "value": scores[key]}
         for key in metrics.RATES if key in base for name, scores in (("base", base), ("tuned", tuned))])

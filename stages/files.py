@@ -6,6 +6,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import shutil
 import sys
@@ -28,8 +29,17 @@ def write_json(path: str | Path, obj: Any) -> None:
     try:
         text = json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False, allow_nan=False)
     except ValueError:
-        raise UserError(f"{path}: a value is not a finite number; a result like that is not written") from None
+        raise UserError(f"{path}: {non_finite(obj)} is not a finite number; a result like that is not written") \
+            from None
     write_text(path, text + "\n")
+
+
+def non_finite(obj: Any, where: str = "") -> str | None:
+    """The dotted key of the first NaN or infinity in `obj`."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return where or "the value"
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    return next((found for key, value in items if (found := non_finite(value, f"{where}.{key}".lstrip(".")))), None)
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:

@@ -108,7 +108,8 @@ def sft_trainer(session: Session, train_rows: list[dict], eval_rows: list[dict] 
         save_total_limit=2, eval_strategy="steps" if eval_rows else "no", eval_steps=train.save_steps,
         bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
         max_length=train.max_seq_length, packing=train.packing, dataset_text_field="text",
-        dataloader_num_workers=0, **session.backend.trainer_args(session.gradient_checkpointing))
+        dataloader_num_workers=0, logging_nan_inf_filter=False,  # a NaN loss must reach steplog, not be averaged away
+        **session.backend.trainer_args(session.gradient_checkpointing))
     to_dataset = lambda rows: Dataset.from_list([{"text": r["text"]} for r in rows])  # noqa: E731
     return SFTTrainer(model=session.model, args=args, processing_class=session.tokenizer,
                       train_dataset=to_dataset(train_rows), eval_dataset=to_dataset(eval_rows) if eval_rows else None,

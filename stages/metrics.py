@@ -48,8 +48,13 @@ def rouge_l(predictions: list[str], references: list[str]) -> float:
     return mean(scores) if scores else 0.0
 
 
-def perplexity(loss: float) -> float:
-    return math.exp(loss) if loss < 50 else float("inf")
+def perplexity(loss: float) -> float | None:
+    """exp(loss); None (JSON null) past 1e21, where it says nothing a loss of 50 does not."""
+    return math.exp(loss) if loss < 50 else None
+
+
+def rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def precision_recall_f1(true_positives: int, predicted: int, gold: int) -> tuple[float, float, float]:

@@ -29,6 +29,9 @@ SHOWN_METRICS = (*LOSSES, "perplexity", *RATES, "mean_generated_tokens", "genera
 """Rows of the base-vs-tuned table where present (generation speed comes from reports/eval/*/perf.json), followed
 by the detail keys of MCQ and NER (per source, per entity type)."""
 DETAIL_PREFIXES = ("base.mcq_", "base.ner_")
+COUNTS = {"prompts_cut": "held-out prompts cut to the model's length", "mcq_prompts_cut": "MCQ prompts cut",
+          "mcq_rows_skipped": "MCQ rows skipped", "mcq_duplicates": "MCQ duplicates dropped"}
+"""Counts of what evaluation lost, said in a line under the table (a "change" of a count means nothing)."""
 
 
 def cell(text: str, limit: int = 700) -> str:
@@ -51,11 +54,25 @@ def params_table(seed: int, model_name: str, task: str, source: str, lora, train
 def metrics_table(evaluation: dict) -> list[str]:
     lines = ["| metric | base | tuned | change |", "| --- | ---: | ---: | ---: |"]
     shown = [name for name in SHOWN_METRICS if f"base.{name}" in evaluation]
-    details = sorted(k[len("base."):] for k in evaluation if k.startswith(DETAIL_PREFIXES))
+    details = sorted(k[len("base."):] for k in evaluation
+                     if k.startswith(DETAIL_PREFIXES) and k[len("base."):] not in COUNTS)
     for name in dict.fromkeys(shown + details):
         base, tuned = evaluation[f"base.{name}"], evaluation[f"tuned.{name}"]
-        lines.append(f"| {name.replace('_', ' ')} | {base:,.4g} | {tuned:,.4g} | {tuned - base:+,.4g} |")
+        if base is None or tuned is None:  # perplexity past 1e21
+            lines.append(f"| {name.replace('_', ' ')} | {number(base)} | {number(tuned)} | |")
+        else:
+            lines.append(f"| {name.replace('_', ' ')} | {base:,.4g} | {tuned:,.4g} | {tuned - base:+,.4g} |")
     return lines
+
+
+def counts_line(evaluation: dict) -> list[str]:
+    found = [f"{label} {evaluation[f'base.{key}']} / {evaluation[f'tuned.{key}']}"
+             for key, label in COUNTS.items() if f"base.{key}" in evaluation]
+    return [f"Base / tuned: {'; '.join(found)}.", ""] if found else []
+
+
+def number(value: float | None) -> str:
+    return "> 1e21" if value is None else f"{value:,.4g}"
 
 
 def samples_section(samples: list[dict]) -> list[str]:
@@ -88,7 +105,7 @@ def build_markdown(params_rows: list[str], source: str, stats: dict, train: dict
         "![loss](figures/loss.png)", "", "![throughput and memory](figures/throughput_memory.png)", "",
         "## Base vs tuned", "",
         f"Held-out rows; generations greedy on {evaluation['base.samples']} questions.", "",
-        *metrics_table(evaluation), "", "![before and after](figures/before_after.png)", "",
+        *metrics_table(evaluation), "", *counts_line(evaluation), "![before and after](figures/before_after.png)", "",
         *(["![NER F1 per entity type](figures/ner_f1_by_type.png)", ""] if "base.ner_f1" in evaluation else []),
         "## Sample generations", "", *samples_section(samples),
     ]

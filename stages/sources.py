@@ -52,17 +52,18 @@ def resolve_sample(source: str, config: str | None, samples: dict, param: str = 
 
 
 def load_records(source: str, config: str | None = None, revision: str | None = None,
-                 split: str = "train") -> list[Record]:
-    """All rows of `source` in order; see the module docstring for the schemes."""
+                 split: str = "train", param: str = "data") -> list[Record]:
+    """All rows of `source` in order; see the module docstring for the schemes. `param` names the section whose
+    `source` and `config` these are (data, eval.mcq), for the messages."""
     if source.startswith(HUB_PREFIX):
         return read_hub(source[len(HUB_PREFIX):], config, revision, split)
     path = Path(source)
     if "://" in source or path.suffix.lower() not in LOCAL_SUFFIXES:
-        raise SourceError(f"data.source {source!r}: unknown scheme; use `sample`, `hf:<dataset id>` or a "
+        raise SourceError(f"{param}.source {source!r}: unknown scheme; use `sample`, `hf:<dataset id>` or a "
                           f"local file ending in {', '.join(LOCAL_SUFFIXES)}")
     if config is not None:
-        raise SourceError(f"data.config {config!r}: only hub sources (hf:...) have configs; "
-                          f"set data.config to null for the local file {source}")
+        raise SourceError(f"{param}.config {config!r}: only hub sources (hf:...) have configs; "
+                          f"set {param}.config to null for the local file {source}")
     return read_local(path)
 
 
@@ -126,29 +127,29 @@ CSV_FIELD_LIMIT = 2**31 - 1
 
 
 def _read_csv(path: Path, text: str) -> list[Record]:
-    """Rows by header; a row with more or fewer fields than the header (an unquoted comma) is a bad row."""
+    """Rows by header, each numbered by the line it starts on; a row with more or fewer fields than the header (an
+    unquoted comma) is a bad row; an unclosed quote is an unreadable file (it would swallow every later line)."""
     csv.field_size_limit(CSV_FIELD_LIMIT)
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader)
-    except csv.Error as err:
-        raise SourceError(f"{path}: not a readable CSV file ({err})") from None
-    records = []
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    records, header, start = [], None, 1
     while True:
         try:
             fields = next(reader)
         except StopIteration:
-            return records
+            break
         except csv.Error as err:
-            records.append(Record(str(path), reader.line_num, None, f"not readable CSV ({err})", "malformed_csv"))
+            raise SourceError(f"{path}: not readable as CSV from line {start} on ({err})") from None
+        number, start = start, reader.line_num + 1
+        if header is None:
+            header = fields
+        elif not fields:  # a blank line
             continue
-        if not fields:  # a blank line
-            continue
-        if len(fields) != len(header):
-            records.append(Record(str(path), reader.line_num, None, f"{len(fields)} fields, but the header has "
+        elif len(fields) != len(header):
+            records.append(Record(str(path), number, None, f"{len(fields)} fields, but the header has "
                                   f"{len(header)} (a comma inside an unquoted field?)", "wrong_field_count"))
-            continue
-        records.append(Record(str(path), reader.line_num, dict(zip(header, fields))))
+        else:
+            records.append(Record(str(path), number, dict(zip(header, fields))))
+    return records
 
 
 def _read_parquet(path: Path) -> list[Record]:

@@ -51,7 +51,8 @@ def test_what_needs_a_gpu_is_refused_in_one_sentence(workdir):
     (workdir / "models/configs").symlink_to(REPO / "models/configs")
     four_bit = run_bench(workdir, "run", "--backend", "unsloth", "--precision", "4bit")
     assert four_bit.returncode == 2 and "Traceback" not in four_bit.stderr
-    assert four_bit.stderr.strip().splitlines()[-1].startswith("error: train.load_in_4bit=true needs a CUDA GPU")
+    assert four_bit.stderr.strip().splitlines()[-1] == ("error: --precision 4bit needs a CUDA GPU (bitsandbytes NF4); "
+                                                         "use --precision bf16 on this machine")
     profile = run_bench(workdir, "run", "--backend", "hf", "--precision", "bf16", "--profile-steps", "2")
     assert profile.returncode == 2 and profile.stderr.strip().splitlines()[-1] == (
         "error: --profile-steps profiles GPU kernels and needs a CUDA GPU; drop it on this machine")

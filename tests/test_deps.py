@@ -52,10 +52,10 @@ def stages_of(dvc_yaml: Path):
         yield name, module, body.get("deps", []), body
 
 
-PIPELINES = [REPO / "dvc.yaml", REPO / "bench/dvc.yaml"]
+PIPELINES = [REPO / "dvc.yaml", REPO / "bench/dvc.yaml", REPO / "export/dvc.yaml"]
 
 
-@pytest.mark.parametrize("dvc_yaml", PIPELINES, ids=["dvc.yaml", "bench/dvc.yaml"])
+@pytest.mark.parametrize("dvc_yaml", PIPELINES, ids=["dvc.yaml", "bench/dvc.yaml", "export/dvc.yaml"])
 def test_code_deps_are_exactly_the_import_closure(dvc_yaml):
     for name, module, deps, _ in stages_of(dvc_yaml):
         listed = {d for d in deps if d.startswith("stages")}

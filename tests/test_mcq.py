@@ -56,6 +56,11 @@ def test_adapt_medqa_medmcqa_pubmedqa():
     ({"QUESTION": "Q?", "CONTEXTS": [], "final_decision": "perhaps"}, "gold_not_an_option"),
     ({"question": " ", "options": {"A": "x", "B": "y"}, "answer_idx": "A"}, "empty_field"),
     ({"stem": "Q?"}, "unknown_shape"),
+    ({"question": "\ud800 Q?", "options": {"A": "x", "B": "y"}, "answer_idx": "A"}, "not_encodable"),
+    ({"question": "\u200b", "options": {"A": "x", "B": "y"}, "answer_idx": "A"}, "empty_field"),
+    ({"question": "Q?", "options": {"A": None, "B": "y"}, "answer_idx": "B"}, "not_a_string"),
+    ({"question": "Q?", "options": {"A": ["x"], "B": "y"}, "answer_idx": "B"}, "not_a_string"),
+    ({"question": "Q?", "choices": ["x", "y"], "answer": True}, "gold_not_an_option"),
 ])
 def test_bad_mcq_rows(row, reason):
     with pytest.raises(BadRow) as err:

@@ -38,4 +38,25 @@ def test_rouge_l_scores_chinese_by_character():
 def test_perplexity():
     assert metrics.perplexity(0.0) == 1.0
     assert metrics.perplexity(math.log(4)) == pytest.approx(4.0)
-    assert metrics.perplexity(100.0) == math.inf
+    assert metrics.perplexity(100.0) is None  # past 1e21: JSON null, never Infinity
+
+
+def test_a_non_finite_result_is_refused_with_its_key(tmp_path):
+    from stages import UserError, files
+
+    with pytest.raises(UserError, match=r"metrics.json: tuned.eval_loss is not a finite number"):
+        files.write_json(tmp_path / "metrics.json", {"tuned": {"samples": 4, "eval_loss": float("nan")}})
+    assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("logs, diverged", [({"loss": float("nan"), "learning_rate": 1e-3}, True),
+                                             ({"loss": 2.0, "grad_norm": float("inf")}, True),
+                                             ({"eval_loss": float("nan")}, True),
+                                             ({"loss": 2.0, "grad_norm": 1.5, "learning_rate": 1e-3}, False)])
+def test_a_non_finite_loss_or_gradient_is_divergence(logs, diverged):
+    from stages import steplog
+
+    message = steplog.divergence(7, logs)
+    assert (message is not None) == diverged
+    if diverged:
+        assert message.startswith("train diverged at step 7 (") and "lower train.learning_rate" in message

@@ -93,6 +93,14 @@ def test_repro_rewrites_the_committed_results_byte_for_byte(repo):
     assert all((repo / f"reports/figures/{n}.png").is_file() for n in ("loss", "throughput_memory", "before_after"))
 
 
+def test_ask_answers_with_the_tuned_model(repo):
+    """`python -m stages.ask` streams the default's tuned model: its thinking, then the answer after </think>."""
+    rows = [json.loads(line) for line in (repo / "data/prepared/train.jsonl").read_text().splitlines()]
+    out = sh([sys.executable, "-m", "stages.ask", "--max-new-tokens", "256", rows[0]["question"]], repo).stdout
+    thinking, _, answer = out.partition("\n[answer]\n")
+    assert thinking.startswith("[thinking]\n") and len(thinking) > 20 and answer.strip(), out[-2000:]
+
+
 def test_second_repro_runs_nothing(repo):
     out = dvc("repro", cwd=repo).stdout
     assert "Data and pipelines are up to date" in out and "Running stage" not in out

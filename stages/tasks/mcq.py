@@ -14,7 +14,7 @@ from statistics import mean
 from typing import Any
 
 from stages import prompts
-from stages.tasks import BadRow
+from stages.tasks import BadRow, text_field, visible
 
 SAMPLES = {None: Path("data/sample/mcq.jsonl")}
 """The bundled MCQ sample (eval.mcq.source: sample)."""
@@ -46,14 +46,15 @@ def adapt(row: Any) -> Item:
         gold = {"yes": "A", "no": "B", "maybe": "C"}.get(str(row["final_decision"]).lower())
         return _checked((context + "\n\n" + question).strip(), options, gold, "pubmedqa")
     if isinstance(row.get("options"), dict):
-        options = {str(k).strip().upper(): str(v) for k, v in row["options"].items()}
+        options = {str(k).strip().upper(): v for k, v in row["options"].items()}
         gold = row.get("answer_idx") or next((k for k, v in options.items() if v == row.get("answer")), None)
         return _checked(row.get("question"), options, gold, "medqa")
     if "opa" in row or isinstance(row.get("choices"), list):
         texts = [row[k] for k in ("opa", "opb", "opc", "opd", "ope") if k in row] or row["choices"]
-        options = dict(zip(LETTERS, map(str, texts)))
+        options = dict(zip(LETTERS, texts))
         index = row.get("cop", row.get("answer"))
-        gold = LETTERS[index] if isinstance(index, int) and 0 <= index < len(options) else index
+        is_index = isinstance(index, int) and not isinstance(index, bool)
+        gold = LETTERS[index] if is_index and 0 <= index < len(options) else index
         return _checked(row.get("question"), options, gold, "medmcqa")
     raise BadRow("unknown_shape", "not an MCQ row: expected MedQA (options + answer_idx), MedMCQA (opa..opd + cop, "
                                   "or choices + answer) or PubMedQA (QUESTION + final_decision) fields")
@@ -64,9 +65,15 @@ def validate(row: Any) -> dict:
     return asdict(adapt(row))
 
 
-def _checked(question: Any, options: dict[str, str], gold: Any, source: str) -> Item:
-    if not isinstance(question, str) or not question.strip():
-        raise BadRow("empty_field", "field question: empty (expected a non-empty string)")
+def _checked(question: Any, options: dict[str, Any], gold: Any, source: str) -> Item:
+    question = text_field({"question": question}, "question")
+    for letter, text in options.items():
+        if not isinstance(text, (str, int, float)) or isinstance(text, bool):
+            raise BadRow("not_a_string", f"option {letter}: expected text, got {type(text).__name__}")
+        if not visible(str(text)):
+            raise BadRow("empty_field", f"option {letter}: empty")
+        text_field({"option": str(text)}, "option")
+    options = {letter: str(text) for letter, text in options.items()}
     if len(options) < 2:
         raise BadRow("too_few_options", f"expected at least 2 options, got {len(options)}")
     if not isinstance(gold, str) or gold.strip().upper() not in options:

@@ -1,0 +1,141 @@
+"""ask: answer medical questions with the tuned model, its thinking streamed as it comes, then its answer.
+
+    python -m stages.ask "A 62-year-old smoker has painless jaundice and weight loss. Most likely diagnosis?"
+    python -m stages.ask --file questions.txt             # one question per line
+    python -m stages.ask                                  # interactive: a question per line; an empty line ends
+    python -m stages.ask --model models/export/merged "..."   # the merged export instead of base + adapter
+    python -m stages.ask --hide-thinking --max-new-tokens 1024 --temperature 0.6 "..."
+
+Reads   params.yaml: train.load_in_4bit, train.max_seq_length, eval.max_new_tokens (the default budget);
+        models/base/ + models/adapter/ (merged on load), or the directory given with --model
+Greedy unless --temperature is above 0. The prompt is the R1 inference prompt the model was trained with; the
+thinking is dimmed on a terminal (between [thinking] and [answer] markers elsewhere), and the answer follows
+`</think>`. Not medical advice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from stages import UserError, base_model, config, files, inference, prompts, runtime
+from stages.base_model import BaseModel
+
+BASE = Path("models/base")
+ADAPTER = Path("models/adapter")
+DIM, RESET = "\033[2m", "\033[0m"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("question", nargs="?", help="the question (none: read questions from stdin)")
+    parser.add_argument("--file", type=Path, help="a file with one question per line")
+    parser.add_argument("--model", type=Path, help="a merged model directory (default: models/base + models/adapter)")
+    parser.add_argument("--max-new-tokens", type=int, help="generation budget (default: eval.max_new_tokens)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 (default) answers greedily")
+    parser.add_argument("--hide-thinking", action="store_true", help="print the answer only")
+    args = parser.parse_args()
+    params = config.load()
+    budget = args.max_new_tokens or params.eval.max_new_tokens
+    if not 0 < budget < params.train.max_seq_length:
+        raise UserError(f"--max-new-tokens: must be in 1..{params.train.max_seq_length - 1}, got {budget}")
+    if args.temperature < 0:
+        raise UserError(f"--temperature: must be >= 0, got {args.temperature}")
+    model, tokenizer = load(args.model, params.train.load_in_4bit)
+    for question in questions(args.question, args.file):
+        answer(model, tokenizer, question, budget, args.temperature, args.hide_thinking,
+               params.train.max_seq_length)
+
+
+def load(merged: Path | None, load_in_4bit: bool):
+    runtime.setup()
+    if merged is not None:
+        files.require_inputs([merged / "config.json"], "python -m stages.export")
+        return inference.load(BaseModel(str(merged), None, str(merged)), None, False)
+    files.require_inputs([BASE / base_model.BASE_FILE], "prepare")
+    files.require_inputs([ADAPTER / "adapter_config.json"], "train")
+    return inference.load(BaseModel.read(BASE), ADAPTER, load_in_4bit)
+
+
+def questions(question: str | None, file: Path | None):
+    """The questions to answer: the argument, the file's non-empty lines, or stdin's lines until an empty one."""
+    if question:
+        yield question
+    elif file is not None:
+        files.require_inputs([file], "you")
+        yield from (line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip())
+    else:
+        interactive = sys.stdin.isatty()
+        while True:
+            if interactive:
+                print("question> ", end="", flush=True)
+            line = sys.stdin.readline()
+            if not line.strip():
+                return
+            yield line.strip()
+
+
+def answer(model, tokenizer, question: str, budget: int, temperature: float, hide_thinking: bool,
+           max_length: int) -> None:
+    """Generate with streaming; the text is printed as it arrives, split at `</think>`."""
+    import torch
+
+    encoded = inference.cut_to(tokenizer(prompts.inference_prompt(question))["input_ids"], max_length - budget,
+                               tokenizer.bos_token_id)
+    ids = torch.tensor([encoded])
+    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+    printer = ThinkingPrinter(hide_thinking, sys.stdout.isatty())
+    with torch.no_grad():
+        model.generate(input_ids=ids.to(model.device), attention_mask=torch.ones_like(ids).to(model.device),
+                       max_new_tokens=budget, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                       streamer=streamer(tokenizer, printer), **sampling)
+    printer.finish()
+
+
+def streamer(tokenizer, printer: "ThinkingPrinter"):
+    from transformers import TextStreamer
+
+    class Stream(TextStreamer):
+        def on_finalized_text(self, text: str, stream_end: bool = False):
+            printer.write(text)
+
+    return Stream(tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+
+class ThinkingPrinter:
+    """Prints streamed text, the thinking dimmed (or hidden, or marked when not a terminal), then the answer."""
+
+    def __init__(self, hide_thinking: bool, terminal: bool):
+        self.hide, self.terminal, self.thinking, self.held = hide_thinking, terminal, True, ""
+        self.emit("" if hide_thinking else (DIM if terminal else "[thinking]\n"))
+
+    def emit(self, text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    def write(self, text: str) -> None:
+        if not self.thinking:
+            return self.emit(text)
+        self.held += text
+        before, tag, after = self.held.partition(prompts.THINK_CLOSE)
+        if tag:
+            self.thinking = False
+            self.emit(("" if self.hide else before) + (RESET if self.terminal and not self.hide else "")
+                      + "\n[answer]\n" + after.lstrip("\n"))
+            return
+        keep = len(prompts.THINK_CLOSE) - 1  # a tag may arrive split over two pieces
+        if not self.hide:
+            self.emit(self.held[:-keep] if len(self.held) > keep else "")
+        self.held = self.held[-keep:] if len(self.held) > keep else self.held
+
+    def finish(self) -> None:
+        if self.thinking:
+            self.emit(("" if self.hide else self.held) + (RESET if self.terminal and not self.hide else "")
+                      + "\n[no answer: the model did not close its thinking within the budget]\n")
+        else:
+            self.emit("\n")
+
+
+if __name__ == "__main__":
+    files.run_stage(main)

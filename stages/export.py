@@ -1,0 +1,120 @@
+"""export: the tuned model as people use a fine-tune: merged 16-bit weights, the adapter alone, a model card.
+
+    python -m stages.export                                # models/export/ (and reports/export/metrics.json)
+    python -m stages.export --push-to-hub you/medical-r1   # then upload it: private, token from HF_TOKEN
+    dvc repro export/dvc.yaml                              # the same as a DVC stage, never part of `dvc repro`
+
+Reads   params.yaml: seed, model.*, data.source, data.config, data.revision, lora.*, train.*;
+        models/base/, models/adapter/, data/prepared/eval.jsonl, reports/eval/{base,tuned}/metrics.json,
+        reports/train/run.json
+Writes  models/export/merged/   the adapter merged into the base (safetensors, 5 GB shards), tokenizer, generation
+                                config: loads with plain transformers, no PEFT or Unsloth needed. A 4-bit run merges
+                                into its base dequantized to 16-bit (the card says so).
+        models/export/adapter/  the LoRA adapter alone (PEFT format), for those who keep the base
+        models/export/README.md the model card (huggingface_hub ModelCard): base model, data, LoRA and training
+                                params, the prompt template with an example, base and tuned scores as metadata
+        reports/export/metrics.json  the merge check: teacher-forced loss on the held-out rows with the adapter and
+                                after the merge; seconds, peak memory, size on disk
+The merged weights keep the dtype the model ran in: bf16 on a GPU, float32 for the tiny model on a CPU. A bf16 merge
+rounds away part of a small adapter (stages/inference.py, load): the check measures how much, and the card says it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from stages import UserError, base_model, config, files, inference, model_card, runtime
+from stages.base_model import BaseModel
+
+BASE = Path("models/base")
+ADAPTER = Path("models/adapter")
+EXPORT = Path("models/export")
+EVAL_ROWS = Path("data/prepared/eval.jsonl")
+REPORTS = Path("reports")
+SHARD_SIZE = "5GB"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--push-to-hub", metavar="REPO", help="upload models/export/ to this hub repo (private)")
+    args = parser.parse_args()
+    params = config.load()
+    export(params)
+    if args.push_to_hub:
+        push(EXPORT, args.push_to_hub)
+
+
+def export(params) -> None:
+    files.require_inputs([BASE / base_model.BASE_FILE, EVAL_ROWS], "prepare")
+    files.require_inputs([ADAPTER / "adapter_config.json", REPORTS / "train/run.json"], "train")
+    files.require_inputs([REPORTS / "eval/base/metrics.json"], "evaluate_base")
+    files.require_inputs([REPORTS / "eval/tuned/metrics.json"], "evaluate")
+    files.require_writable([REPORTS / "export/metrics.json"], [EXPORT])
+    runtime.setup()
+    rows = files.read_jsonl(EVAL_ROWS)
+    model, tokenizer = inference.load(BaseModel.read(BASE), ADAPTER, params.train.load_in_4bit, merge=False)
+    started = time.perf_counter()
+    with_adapter = inference.teacher_forced_loss(model, tokenizer, rows, "auto", params.train.max_seq_length)["full"]
+    merge_started = time.perf_counter()
+    model = model.merge_and_unload()
+    merge_seconds = time.perf_counter() - merge_started
+    merged = inference.teacher_forced_loss(model, tokenizer, rows, "auto", params.train.max_seq_length)["full"]
+    scores = {name: files.read_json(REPORTS / f"eval/{name}/metrics.json")[name] for name in ("base", "tuned")}
+    run = files.read_json(REPORTS / "train/run.json")
+    with files.replaced_dir(EXPORT) as work_dir:
+        model.save_pretrained(work_dir / "merged", safe_serialization=True, max_shard_size=SHARD_SIZE)
+        base_model.save_tokenizer(tokenizer, work_dir / "merged")
+        shutil.copytree(ADAPTER, work_dir / "adapter")
+        card = model_card.build(params, scores, run, str(model.dtype).removeprefix("torch."), rows[0]["prompt"],
+                                commit(), (with_adapter, merged))
+        card.save(work_dir / "README.md")
+    files.write_json(REPORTS / "export/metrics.json", {
+        "loss_with_adapter": round(with_adapter, 6), "loss_merged": round(merged, 6),
+        "loss_difference": round(abs(merged - with_adapter), 8), "merge_seconds": round(merge_seconds, 2),
+        "export_seconds": round(time.perf_counter() - started, 2), **runtime.peak_memory(),
+        "merged_bytes": sum(p.stat().st_size for p in (EXPORT / "merged").rglob("*") if p.is_file())})
+    print(f"export: {EXPORT} (merged loss {merged:.5f}, with the adapter {with_adapter:.5f})")
+
+
+def commit() -> str:
+    """The commit the export came from (with `+changes` when the working tree differs), or `unknown`."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "stages", "params.yaml"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("+changes" if dirty else "")
+
+
+def upload_list(folder: Path) -> list[str]:
+    """The files `--push-to-hub` uploads, relative to the folder."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def push(folder: Path, repo: str) -> None:
+    """Upload the export to a private hub repo with the token from the environment."""
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    names = upload_list(folder)
+    if not token:
+        raise UserError(f"--push-to-hub {repo}: no token in HF_TOKEN, so the {len(names)} files of {folder} "
+                        f"({', '.join(names)}) stay here; set HF_TOKEN to a write token and run again")
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo, private=True, exist_ok=True)
+        api.upload_folder(repo_id=repo, folder_path=str(folder), commit_message="medical-r1-lora export")
+    except OSError as err:  # requests/httpx connection errors are OSErrors
+        raise UserError(f"--push-to-hub {repo}: the hub is not reachable ({str(err).splitlines()[0]}); "
+                        f"{folder} is complete here") from None
+    print(f"export: uploaded {len(names)} files to https://huggingface.co/{repo} (private)")
+
+
+if __name__ == "__main__":
+    files.run_stage(main)
