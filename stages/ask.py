@@ -63,7 +63,8 @@ def questions(question: str | None, file: Path | None):
     if question:
         yield question
     elif file is not None:
-        files.require_inputs([file], "you")
+        if not file.is_file():
+            raise UserError(f"--file {file}: no such file")
         yield from (line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip())
     else:
         interactive = sys.stdin.isatty()

@@ -58,10 +58,8 @@ def metrics_table(evaluation: dict) -> list[str]:
                      if k.startswith(DETAIL_PREFIXES) and k[len("base."):] not in COUNTS)
     for name in dict.fromkeys(shown + details):
         base, tuned = evaluation[f"base.{name}"], evaluation[f"tuned.{name}"]
-        if base is None or tuned is None:  # perplexity past 1e21
-            lines.append(f"| {name.replace('_', ' ')} | {number(base)} | {number(tuned)} | |")
-        else:
-            lines.append(f"| {name.replace('_', ' ')} | {base:,.4g} | {tuned:,.4g} | {tuned - base:+,.4g} |")
+        change = "" if None in (base, tuned) else f"{tuned - base:+,.4g}"  # None: perplexity past 1e21
+        lines.append(f"| {name.replace('_', ' ')} | {number(base)} | {number(tuned)} | {change} |")
     return lines
 
 

@@ -62,8 +62,9 @@ class Workdir:
 
     def __init__(self, path: Path):
         self.path = path
-        (path / "data").mkdir(parents=True)
-        (path / "data" / "sample").symlink_to(REPO / "data" / "sample")
+        (path / "data").mkdir(parents=True, exist_ok=True)
+        if not (path / "data" / "sample").exists():
+            (path / "data" / "sample").symlink_to(REPO / "data" / "sample")
 
     def params(self, overrides: dict | None = None) -> None:
         """Write the repo's params.yaml with dotted-key overrides applied."""
@@ -144,9 +145,7 @@ def trained(tmp_path_factory) -> Workdir:
 def copy_of(workdir: Workdir, path: Path) -> Workdir:
     """A copy of `workdir` at `path` (its data/sample link kept)."""
     shutil.copytree(workdir.path, path, symlinks=True)
-    copy = Workdir.__new__(Workdir)
-    copy.path = path
-    return copy
+    return Workdir(path)
 
 
 @pytest.fixture

@@ -35,21 +35,25 @@ def column(value: dict, name: str) -> str | None:
 
 
 def text_field(value: dict, name: str) -> str:
-    """Column `name` of a row, checked to be non-empty text (returned as it is); raises BadRow naming it.
-    Text with nothing visible (only spaces, zero-width or other format characters) is empty, and text that is not
-    valid Unicode (a lone surrogate from a JSON escape) cannot be encoded by any tokenizer."""
+    """Column `name` of a row, checked by `checked_text` (returned as it is); raises BadRow naming it."""
     key = column(value, name)
     if key is None:
         raise BadRow("missing_field", f"field {name}: missing (expected a non-empty string)")
-    text = value[key]
+    return checked_text(value[key], f"field {name}")
+
+
+def checked_text(text: Any, label: str) -> str:
+    """`text` if it is non-empty text; raises BadRow starting with `label`. Text with nothing visible (only spaces,
+    zero-width or other format characters) is empty, and text that is not valid Unicode (a lone surrogate from a
+    JSON escape) cannot be encoded by any tokenizer."""
     if not isinstance(text, str):
-        raise BadRow("not_a_string", f"field {name}: expected a non-empty string, got {type(text).__name__}")
+        raise BadRow("not_a_string", f"{label}: expected a non-empty string, got {type(text).__name__}")
     if not visible(text):
-        raise BadRow("empty_field", f"field {name}: empty (expected a non-empty string)")
+        raise BadRow("empty_field", f"{label}: empty (expected a non-empty string)")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
-        raise BadRow("not_encodable", f"field {name}: not valid Unicode text ({err.reason} at character "
+        raise BadRow("not_encodable", f"{label}: not valid Unicode text ({err.reason} at character "
                                       f"{err.start})") from None
     return text
 

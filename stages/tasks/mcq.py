@@ -14,7 +14,7 @@ from statistics import mean
 from typing import Any
 
 from stages import prompts
-from stages.tasks import BadRow, text_field, visible
+from stages.tasks import BadRow, checked_text
 
 SAMPLES = {None: Path("data/sample/mcq.jsonl")}
 """The bundled MCQ sample (eval.mcq.source: sample)."""
@@ -66,14 +66,9 @@ def validate(row: Any) -> dict:
 
 
 def _checked(question: Any, options: dict[str, Any], gold: Any, source: str) -> Item:
-    question = text_field({"question": question}, "question")
-    for letter, text in options.items():
-        if not isinstance(text, (str, int, float)) or isinstance(text, bool):
-            raise BadRow("not_a_string", f"option {letter}: expected text, got {type(text).__name__}")
-        if not visible(str(text)):
-            raise BadRow("empty_field", f"option {letter}: empty")
-        text_field({"option": str(text)}, "option")
-    options = {letter: str(text) for letter, text in options.items()}
+    question = checked_text(question, "field question")
+    options = {letter: checked_text(str(text) if isinstance(text, (int, float)) and not isinstance(text, bool)
+                                    else text, f"option {letter}") for letter, text in options.items()}
     if len(options) < 2:
         raise BadRow("too_few_options", f"expected at least 2 options, got {len(options)}")
     if not isinstance(gold, str) or gold.strip().upper() not in options:
