@@ -3,9 +3,9 @@
 `Workdir.run` runs a stage's command: train as `dvc repro` does (`python -m stages.train`, a fresh process, since
 Unsloth patches transformers for the whole process), and so any stage given its own environment; the others in
 this process (their main() through files.run_stage, in the directory, with their arguments), which saves
-seconds of imports per run. No stage may touch the network: tests/network_guard/sitecustomize.py refuses every host but this machine,
-in this process and in every process the tests start, and `Workdir.run` fails a test whose stage tried (unless
-the test is about that).
+seconds of imports per run. No stage may touch the network: tests/network_guard/sitecustomize.py refuses every
+host but this machine, in this process and in every process the tests start, and `Workdir.run` fails a test whose
+stage tried (unless the test is about that).
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ class Workdir:
         else:
             result = self.run_here(stage)
         if not network:
-            assert NETWORK_REFUSED not in result.stderr, f"stage {stage} reached for the network:\n{result.stderr[-4000:]}"
+            assert NETWORK_REFUSED not in result.stderr, \
+                f"stage {stage} reached for the network:\n{result.stderr[-4000:]}"
         if check and result.returncode != 0:
             raise AssertionError(f"stage {stage} failed ({result.returncode}):\n{result.stderr[-4000:]}")
         return result
@@ -140,6 +141,44 @@ def trained(tmp_path_factory) -> Workdir:
     workdir.run("prepare")
     workdir.run("train")
     return workdir
+
+
+def sh(args: list, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """A command as a user runs it in a checkout: this venv's tools first on PATH, offline, a git identity, and
+    `env` on top."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
+           "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@example.com", "GIT_COMMITTER_NAME": "ci",
+           "GIT_COMMITTER_EMAIL": "ci@example.com", **(env or {})}
+    result = subprocess.run([str(arg) for arg in args], cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=1200)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def dvc(*args, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return sh([sys.executable, "-m", "dvc", *args], cwd, check)
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory) -> Path:
+    """A fresh git repository holding the tracked (and new, unignored) files of this checkout, reproduced once
+    from scratch (its results and dvc.lock removed first) and committed, its outputs in its DVC cache."""
+    root = tmp_path_factory.mktemp("repo")
+    listed = sh(["git", "ls-files", "--cached", "--others", "--exclude-standard"], REPO).stdout.split("\n")
+    for name in filter(None, listed):
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    for path in ("dvc.lock", "reports"):
+        shutil.rmtree(root / path, ignore_errors=True) if (root / path).is_dir() else (root / path).unlink(True)
+    sh(["git", "init", "-q", "-b", "main"], root)
+    sh(["git", "add", "-A"], root)
+    sh(["git", "commit", "-qm", "baseline"], root)
+    dvc("repro", cwd=root)
+    sh(["git", "add", "-A"], root)
+    sh(["git", "commit", "-qm", "reproduced"], root)
+    return root
 
 
 def copy_of(workdir: Workdir, path: Path) -> Workdir:

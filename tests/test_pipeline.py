@@ -1,12 +1,9 @@
 """The whole DVC pipeline on the embedded default, in a temporary copy of the repository: reproduction of the
-committed results, the run-cache, experiments, recipes, a sweep and the pull-request report.
+committed results, the run-cache, experiments, recipes, a sweep and the review of an experiment.
 
 The tests share one repository and run in file order."""
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,7 +14,7 @@ from transformers import AutoTokenizer
 
 from stages import prompts
 from stages.tasks import cmeee_ner, mcq
-from tests.conftest import REPO
+from tests.conftest import REPO, dvc, sh
 
 pytestmark = pytest.mark.slow
 
@@ -36,43 +33,12 @@ RESTORED = ["models/adapter/adapter_model.safetensors", "reports/train/metrics.j
             "reports/eval/tuned/metrics.json", "reports/eval/tuned/perf.json", "reports/eval/samples.jsonl"]
 
 
-def sh(args, cwd, check=True):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
-           "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@example.com", "GIT_COMMITTER_NAME": "ci",
-           "GIT_COMMITTER_EMAIL": "ci@example.com"}
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
-def dvc(*args, cwd, check=True):
-    return sh([sys.executable, "-m", "dvc", *args], cwd, check)
-
-
 def snapshot(root: Path, names: list[str]) -> dict[str, bytes]:
     return {name: (root / name).read_bytes() for name in names}
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    """A fresh git repository holding the tracked (and new, unignored) files of this checkout, reproduced once
-    from scratch (its results and dvc.lock removed first)."""
-    root = tmp_path_factory.mktemp("repo")
-    listed = sh(["git", "ls-files", "--cached", "--others", "--exclude-standard"], REPO).stdout.split("\n")
-    for name in filter(None, listed):
-        if (REPO / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
-    for path in ("dvc.lock", "reports"):
-        shutil.rmtree(root / path, ignore_errors=True) if (root / path).is_dir() else (root / path).unlink(True)
-    sh(["git", "init", "-q"], root)
-    sh(["git", "add", "-A"], root)
-    sh(["git", "commit", "-qm", "baseline"], root)
-    dvc("repro", cwd=root)
-    sh(["git", "add", "-A"], root)
-    sh(["git", "commit", "-qm", "reproduced"], root)
-    return root
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def out_hashes(lock: Path) -> dict[str, str]:
@@ -80,58 +46,59 @@ def out_hashes(lock: Path) -> dict[str, str]:
     return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", [])}
 
 
-def test_repro_rewrites_the_committed_results_byte_for_byte(repo):
+def test_repro_rewrites_the_committed_results_byte_for_byte(reproduced):
     """What the embedded default commits is what any fresh clone computes (timings aside)."""
     for name in REPRODUCED:
-        assert (repo / name).read_bytes() == (REPO / name).read_bytes(), f"{name} differs from the committed one"
-    computed, committed = out_hashes(repo / "dvc.lock"), out_hashes(REPO / "dvc.lock")
+        assert (reproduced / name).read_bytes() == (REPO / name).read_bytes(), f"{name} differs from the committed one"
+    computed, committed = out_hashes(reproduced / "dvc.lock"), out_hashes(REPO / "dvc.lock")
     assert {p: computed[p] for p in REPRODUCED_OUTS} == {p: committed[p] for p in REPRODUCED_OUTS}
-    scores = json.loads((repo / "reports/eval/tuned/metrics.json").read_text())["tuned"]
-    base = json.loads((repo / "reports/eval/base/metrics.json").read_text())["base"]
+    scores = json.loads((reproduced / "reports/eval/tuned/metrics.json").read_text())["tuned"]
+    base = json.loads((reproduced / "reports/eval/base/metrics.json").read_text())["base"]
     assert scores["eval_loss"] < 0.5 * base["eval_loss"] and scores["format_compliance"] > base["format_compliance"]
-    assert (repo / "reports/report.md").is_file()
-    assert all((repo / f"reports/figures/{n}.png").is_file() for n in ("loss", "throughput_memory", "before_after"))
+    assert (reproduced / "reports/report.md").is_file()
+    for figure in ("loss", "throughput_memory", "before_after"):
+        assert (reproduced / f"reports/figures/{figure}.png").is_file()
 
 
-def test_ask_answers_with_the_tuned_model(repo):
+def test_ask_answers_with_the_tuned_model(reproduced):
     """`python -m stages.ask` streams the default's tuned model: its thinking, then the answer after </think>."""
-    rows = [json.loads(line) for line in (repo / "data/prepared/train.jsonl").read_text().splitlines()]
-    out = sh([sys.executable, "-m", "stages.ask", "--max-new-tokens", "256", rows[0]["question"]], repo).stdout
+    rows = read_jsonl(reproduced / "data/prepared/train.jsonl")
+    out = sh([sys.executable, "-m", "stages.ask", "--max-new-tokens", "256", rows[0]["question"]], reproduced).stdout
     thinking, _, answer = out.partition("\n[answer]\n")
     assert thinking.startswith("[thinking]\n") and len(thinking) > 20 and answer.strip(), out[-2000:]
 
 
-def test_second_repro_runs_nothing(repo):
-    out = dvc("repro", cwd=repo).stdout
+def test_second_repro_runs_nothing(reproduced):
+    out = dvc("repro", cwd=reproduced).stdout
     assert "Data and pipelines are up to date" in out and "Running stage" not in out
 
 
-def test_returning_to_params_that_ran_restores_from_the_run_cache(repo):
+def test_returning_to_params_that_ran_restores_from_the_run_cache(reproduced):
     """A (the default), B (another rank), A again: the third run restores train and evaluate instead of running
     them, with the first run's bytes; evaluate_base never reruns for a LoRA ablation."""
-    first = snapshot(repo, RESTORED)
-    other = dvc("exp", "run", "-S", "lora.r=8", "-S", "train.max_steps=3", cwd=repo).stdout
+    first = snapshot(reproduced, RESTORED)
+    other = dvc("exp", "run", "-S", "lora.r=8", "-S", "train.max_steps=3", cwd=reproduced).stdout
     assert "Running stage 'train'" in other and "Running stage 'evaluate'" in other
     assert "Running stage 'evaluate_base'" not in other
-    back = dvc("exp", "run", cwd=repo).stdout
+    back = dvc("exp", "run", cwd=reproduced).stdout
     for stage in ("train", "evaluate"):
         assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in back
     assert "Running stage" not in back.replace("Running stage 'report'", "")
-    assert snapshot(repo, RESTORED) == first
+    assert snapshot(reproduced, RESTORED) == first
 
 
-def test_experiment_is_diffable_and_pr_report_shows_it(repo):
-    dvc("exp", "run", "-S", "lora.r=8", "-S", "train.max_steps=3", "-n", "r8", cwd=repo)
+def test_experiment_is_diffable_and_the_review_shows_it(reproduced):
+    dvc("exp", "run", "-S", "lora.r=8", "-S", "train.max_steps=3", "-n", "r8", cwd=reproduced)
 
-    table = dvc("exp", "show", "--md", cwd=repo).stdout
+    table = dvc("exp", "show", "--md", cwd=reproduced).stdout
     assert "r8" in table and "tuned.eval_loss" in table and "lora.r" in table
-    diff = json.loads(dvc("metrics", "diff", "HEAD", "r8", "--json", cwd=repo).stdout)
+    diff = json.loads(dvc("metrics", "diff", "HEAD", "r8", "--json", cwd=reproduced).stdout)
     assert "tuned.eval_loss" in diff["reports/eval/tuned/metrics.json"]
     assert "reports/eval/base/metrics.json" not in diff  # the base model did not change
     steps = yaml.safe_load((REPO / "params.yaml").read_text())["train"]["max_steps"]  # the committed default
     assert diff["reports/train/metrics.json"]["steps"] == {"old": steps, "new": 3, "diff": 3 - steps}
 
-    plots = json.loads(dvc("plots", "diff", "HEAD", "r8", "--json", cwd=repo).stdout)
+    plots = json.loads(dvc("plots", "diff", "HEAD", "r8", "--json", cwd=reproduced).stdout)
     curve = plots["data"]["reports/train/steps.csv"][0]
     assert set(curve["revisions"]) == {"HEAD", "r8"}
     steps_by_rev = {}
@@ -139,30 +106,31 @@ def test_experiment_is_diffable_and_pr_report_shows_it(repo):
         steps_by_rev[point["rev"]] = steps_by_rev.get(point["rev"], 0) + 1
     assert steps_by_rev == {"HEAD": steps, "r8": 3}
 
-    dvc("exp", "apply", "r8", cwd=repo)
-    sh(["bash", "scripts/pr_report.sh", "HEAD"], repo)
-    pr = (repo / "reports/pr.md").read_text()
+    dvc("exp", "apply", "r8", cwd=reproduced)
+    sh([sys.executable, "scripts/pr_review.py", "--base", "HEAD"], reproduced)
+    pr = (reproduced / "reports/pr.md").read_text()
+    assert "**Up to date.**" in pr and "Not in this checkout" not in pr
     assert "## Metrics" in pr and "| reports/eval/tuned/metrics.json" in pr and "tuned.eval_loss" in pr
     assert "## Params" in pr and "| params.yaml | lora.r" in pr
-    assert (repo / "reports/pr_plots/static/workspace_reports_figures_loss.png").is_file()
-    sh(["git", "checkout", "--", "."], repo)
-    dvc("checkout", "--force", cwd=repo)
+    assert (reproduced / "reports/pr_plots/static/workspace_reports_figures_loss.png").is_file()
+    sh(["git", "checkout", "--", "."], reproduced)
+    dvc("checkout", "--force", cwd=reproduced)
 
 
-def test_a_recipe_runs_by_its_one_command_and_its_scores_are_those_of_its_generations(repo):
+def test_a_recipe_runs_by_its_one_command_and_its_scores_are_those_of_its_generations(reproduced):
     """The NER recipe with MCQ scoring on: every score in the metrics is the score of the generations evaluate wrote
     (on the held-out rows prepare wrote, and on the MCQ file), so no row is dropped, reordered or mismatched."""
     dvc("exp", "run", "-S", "recipe=embedded_ner", "-S", "train.max_steps=4", "-S", "eval.num_samples=4",
         "-S", "eval.max_new_tokens=32", "-S", "eval.mcq.source=data/sample/mcq.jsonl", "-S", "eval.mcq.max_rows=6",
-        "-S", "eval.mcq.max_new_tokens=16", "-n", "ner", cwd=repo)
-    stats = json.loads((repo / "reports/prepare/stats.json").read_text())
+        "-S", "eval.mcq.max_new_tokens=16", "-n", "ner", cwd=reproduced)
+    stats = json.loads((reproduced / "reports/prepare/stats.json").read_text())
     assert stats["rows_kept"] == 240
-    held_out = [json.loads(line) for line in (repo / "data/prepared/eval.jsonl").read_text().splitlines()][:4]
-    questions = [mcq.adapt(json.loads(line)) for line in (repo / "data/sample/mcq.jsonl").read_text().splitlines()][:6]
-    tokenizer = AutoTokenizer.from_pretrained(repo / "models/base")
+    held_out = read_jsonl(reproduced / "data/prepared/eval.jsonl")[:4]
+    questions = [mcq.adapt(row) for row in read_jsonl(reproduced / "data/sample/mcq.jsonl")][:6]
+    tokenizer = AutoTokenizer.from_pretrained(reproduced / "models/base")
     for model in ("base", "tuned"):
-        scores = json.loads((repo / f"reports/eval/{model}/metrics.json").read_text())[model]
-        written = [json.loads(line) for line in (repo / f"reports/eval/{model}/generations.jsonl").read_text().splitlines()]
+        scores = json.loads((reproduced / f"reports/eval/{model}/metrics.json").read_text())[model]
+        written = read_jsonl(reproduced / f"reports/eval/{model}/generations.jsonl")
         texts = [g["generation"] for g in written if g["prompt_set"] == "held_out"]
         answered = [g for g in written if g["prompt_set"] == "mcq"]
         assert len(texts) == scores["samples"] == 4 and len(answered) == 6
@@ -176,35 +144,35 @@ def test_a_recipe_runs_by_its_one_command_and_its_scores_are_those_of_its_genera
         expected = mcq.score(questions, [g["generation"] for g in answered], thinking)
         assert {k: scores[k] for k in expected} == expected
         assert scores["mcq_accuracy"] == round(sum(g["chosen"] == g["gold"] for g in answered) / 6, 4)
-    report = (repo / "reports/report.md").read_text()
+    report = (reproduced / "reports/report.md").read_text()
     assert "| ner f1 |" in report and "| mcq accuracy |" in report and "ner_f1_by_type.png" in report
-    assert "ner" in dvc("exp", "show", "--md", cwd=repo).stdout
-    sh(["git", "checkout", "--", "."], repo)
-    dvc("checkout", "--force", cwd=repo)
-    assert "Running stage" not in dvc("exp", "run", cwd=repo).stdout  # the embedded-default recipe: all cached
+    assert "ner" in dvc("exp", "show", "--md", cwd=reproduced).stdout
+    sh(["git", "checkout", "--", "."], reproduced)
+    dvc("checkout", "--force", cwd=reproduced)
+    assert "Running stage" not in dvc("exp", "run", cwd=reproduced).stdout  # the embedded-default recipe: all cached
 
 
-def test_a_queued_sweep_of_two_points(repo):
+def test_a_queued_sweep_of_two_points(reproduced):
     """`dvc exp run --queue -S 'lora.r=4,8'` then `dvc queue start`: two experiments, one table that fits a PR."""
-    dvc("exp", "remove", "--all-commits", cwd=repo)  # the table shows the sweep and its baseline only
+    dvc("exp", "remove", "--all-commits", cwd=reproduced)  # the table shows the sweep and its baseline only
     queued = dvc("exp", "run", "--queue", "-S", "lora.r=4,8", "-S", "train.max_steps=2", "-S", "eval.num_samples=2",
-                 "-S", "eval.max_new_tokens=8", cwd=repo).stdout
+                 "-S", "eval.max_new_tokens=8", cwd=reproduced).stdout
     assert queued.count("Queued experiment") == 2
-    dvc("queue", "start", "-j", "2", cwd=repo)
+    dvc("queue", "start", "-j", "2", cwd=reproduced)
     deadline = time.time() + 900
     while time.time() < deadline:
-        status = dvc("queue", "status", cwd=repo).stdout
+        status = dvc("queue", "status", cwd=reproduced).stdout
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(5)
-    dvc("queue", "stop", cwd=repo, check=False)
+    dvc("queue", "stop", cwd=reproduced, check=False)
     assert status.count("Success") == 2, status
-    shown = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
+    shown = json.loads(dvc("exp", "show", "--json", cwd=reproduced).stdout)
     ranks = [exp["data"]["params"]["params.yaml"]["data"]["lora"]["r"]
              for rev in shown for exp in (rev.get("experiments") or []) for exp in exp["revs"]
              if exp["data"]["params"]["params.yaml"]["data"]["train"]["max_steps"] == 2]
     assert sorted(ranks) == [4, 8]
-    table = dvc("exp", "show", "--only-changed", "--md", "--drop", SHOW_DROP, cwd=repo).stdout
+    table = dvc("exp", "show", "--only-changed", "--md", "--drop", SHOW_DROP, cwd=reproduced).stdout
     assert "tuned.eval_loss" in table and "lora.r" in table and "seconds" not in table
     lines = [line for line in table.splitlines() if line.strip()]
     assert len(lines) == 2 + 4  # header, rule, workspace, baseline, two experiments

@@ -1,0 +1,306 @@
+"""Review the pipeline results a change commits, without re-running them: write reports/pr.md.
+
+    python scripts/pr_review.py --base origin/main          # verdict from `dvc status`, diff against main
+    python scripts/pr_review.py --base main --pull          # pull the outputs from the DVC remote first
+
+The verdict comes from `dvc status` of dvc.yaml's stages against the committed dvc.lock:
+- up to date: the committed results belong to this change's code, params and data. The comment diffs the
+  committed metrics, params and figures against the base revision; no stage runs.
+- stale: code, params or data changed after the results were computed, or a result differs from what dvc.lock
+  records. The comment says so at the top and names the stale stages and those downstream of them. It re-runs
+  them (`dvc repro`) only when the params are CPU-cheap (the tiny embedded model on a bundled sample); a GPU
+  recipe is never started here.
+Outputs that are only missing from this checkout (DVC-cached, never pulled) are not staleness; with --pull, the
+comment says whether the DVC remote holds them all.
+
+Exit status: 0 when the comment's results belong to the change, 1 when they are stale and were not re-run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from stages import config  # noqa: E402
+
+PIPELINE = "dvc.yaml"
+REPORT = Path("reports/pr.md")
+PLOTS = Path("reports/pr_plots")
+FIGURES = ("loss", "throughput_memory", "before_after")
+SHOWN = 8
+"""Reasons named per stale stage; the rest are counted."""
+MISSING = {"deleted", "not in cache"}
+"""How `dvc status` reports a DVC-cached output that this checkout does not have."""
+
+
+@dataclass
+class Pipeline:
+    """dvc.yaml's stages: what each reads and writes, and which outputs live in the DVC cache."""
+
+    deps: dict[str, list[str]]
+    outs: dict[str, list[str]]
+    cached: set[str] = field(default_factory=set)
+
+    @classmethod
+    def read(cls, path: Path) -> Pipeline:
+        pipeline = cls({}, {})
+        for name, stage in yaml.safe_load(path.read_text())["stages"].items():
+            pipeline.deps[name] = list(stage.get("deps", []))
+            pipeline.outs[name] = []
+            for kind in ("outs", "metrics", "plots"):
+                for entry in stage.get(kind, []):
+                    out, options = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))
+                    pipeline.outs[name].append(out)
+                    if (options or {}).get("cache", True):
+                        pipeline.cached.add(out)
+        return pipeline
+
+    def producer(self, path: str) -> str | None:
+        """The stage whose output is `path` or holds it."""
+        return next((stage for stage, outs in self.outs.items() if any(within(path, out) for out in outs)), None)
+
+    def cached_output(self, path: str) -> bool:
+        """Whether `path` is, or lies in, a stage's DVC-cached output."""
+        return any(within(path, out) for out in self.cached)
+
+    def downstream(self, stages: set[str]) -> list[str]:
+        """The stages that read, directly or through others, what `stages` write (in dvc.yaml's order)."""
+        reached = set(stages)
+        changed = True
+        while changed:
+            changed = False
+            for stage, deps in self.deps.items():
+                if stage not in reached and any(self.producer(dep) in reached for dep in deps):
+                    reached.add(stage)
+                    changed = True
+        return [stage for stage in self.deps if stage in reached - stages]
+
+
+def within(path: str, out: str) -> bool:
+    return path == out or path.startswith(out.rstrip("/") + "/")
+
+
+@dataclass
+class Verdict:
+    """What `dvc status` says of the committed results."""
+
+    stale: dict[str, list[str]]
+    """Stage -> why its committed results do not belong to this change."""
+    downstream: list[str]
+    """Stages that read what a stale stage writes."""
+    missing: list[str]
+    """DVC-cached outputs this checkout does not have (never pulled): not staleness."""
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.stale
+
+
+def judge(status: dict, pipeline: Pipeline, params_changes: dict[str, list[str]]) -> Verdict:
+    """Sort `dvc status --json` into staleness and outputs that are merely not here. A dependency is stale when
+    it changed, unless it is a DVC-cached output this checkout lacks; an output is stale when it differs from
+    dvc.lock or, kept in git, is gone."""
+    stale: dict[str, list[str]] = {}
+    missing: set[str] = set()
+    for stage, changes in status.items():
+        reasons = []
+        for change in changes:
+            if change == "always changed":
+                continue
+            if isinstance(change, str):
+                reasons.append(change)
+                continue
+            for path, state in change.get("changed deps", {}).items():
+                if isinstance(state, dict):  # params.yaml: {section or key: state}
+                    reasons.extend(params_changes.get(stage) or [f"params {', '.join(sorted(state))} changed"])
+                elif not (state == "deleted" and pipeline.cached_output(path)):  # else: its producer reports it
+                    reasons.append(f"{path} {state}")
+            for path, state in change.get("changed outs", {}).items():
+                if state in MISSING and path in pipeline.cached:
+                    missing.add(path)
+                else:
+                    reasons.append(f"{path} {'differs from dvc.lock' if state == 'modified' else state}")
+        if reasons:
+            stale[stage] = reasons if len(reasons) <= SHOWN else [*reasons[:SHOWN], f"and {len(reasons) - SHOWN} more"]
+    return Verdict(stale, pipeline.downstream(set(stale)), sorted(missing))
+
+
+def params_changes(lock: dict, params: dict, pipeline: Pipeline) -> dict[str, list[str]]:
+    """Stage -> the params it reads whose value differs from dvc.lock's, as `key: old -> new`."""
+    current = flatten(params)
+    changes = {}
+    for stage, entry in lock.get("stages", {}).items():
+        if stage not in pipeline.deps:
+            continue
+        locked = flatten(entry.get("params", {}).get("params.yaml", {}))
+        read = {key for key in current if any(key == name or key.startswith(name + ".")
+                                              for name in entry.get("params", {}).get("params.yaml", {}))}
+        lines = [f"{key}: {json.dumps(locked.get(key))} -> {json.dumps(current.get(key))}"
+                 for key in sorted(set(locked) | read) if locked.get(key) != current.get(key)]
+        if lines:
+            changes[stage] = lines
+    return changes
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def cpu_cheap(params_file: Path) -> str | None:
+    """None when the params are CPU-cheap (the tiny embedded model on a bundled sample), else why not."""
+    try:
+        params = config.load(params_file)
+    except config.ConfigError as err:
+        return f"params.yaml is not valid ({err})"
+    if params.model.name != "tiny":
+        return f"model.name is {params.model.name!r}, a model this CPU runner does not train"
+    if params.data.source != "sample":
+        return f"data.source is {params.data.source!r}, not a bundled sample"
+    return None
+
+
+def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """DVC of this Python, which also runs the stages a re-run starts (`python -m stages...`)."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True,
+                            env={**os.environ, "PATH": path})
+    if check and result.returncode != 0:
+        sys.exit(f"dvc {' '.join(args)} failed:\n{result.stderr.strip() or result.stdout.strip()}")
+    return result
+
+
+def status() -> dict:
+    return json.loads(dvc("status", PIPELINE, "--json").stdout or "{}")
+
+
+def verdict() -> Verdict:
+    pipeline = Pipeline.read(Path(PIPELINE))
+    lock = yaml.safe_load(Path("dvc.lock").read_text()) if Path("dvc.lock").is_file() else {}
+    params = yaml.safe_load(Path("params.yaml").read_text()) or {}
+    return judge(status(), pipeline, params_changes(lock or {}, params, pipeline))
+
+
+def pull() -> str:
+    """Fetch the outputs from the default DVC remote; a sentence on what happened."""
+    remote = dvc("remote", "default", check=False).stdout.strip()
+    if not remote:
+        return "not pulled: no default DVC remote is configured (README \"Sharing experiments\")"
+    result = dvc("pull", PIPELINE, check=False)
+    if result.returncode != 0:
+        error = next((line for line in result.stderr.splitlines() if line.startswith("ERROR")), result.stderr.strip())
+        return f"pulled from the DVC remote `{remote}` with an error: {error[:400]}"
+    return f"pulled from the DVC remote `{remote}`"
+
+
+def reproduce() -> tuple[list[str], str | None]:
+    """`dvc repro` of the pipeline: the stages that ran, and the end of its error output if it failed."""
+    result = dvc("repro", PIPELINE, check=False)
+    ran = [line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage '")]
+    return ran, None if result.returncode == 0 else "\n".join(result.stderr.strip().splitlines()[-5:])
+
+
+@dataclass
+class Rerun:
+    """What this review did about stale results."""
+
+    ran: list[str] | None = None
+    """The stages `dvc repro` ran here (None: not re-run)."""
+    refusal: str | None = None
+    """Why it was not re-run."""
+    error: str | None = None
+    """The end of `dvc repro`'s error output, if it failed."""
+
+    @property
+    def done(self) -> bool:
+        return self.ran is not None and self.error is None
+
+
+def header(base: str, found: Verdict, outputs: str, rerun: Rerun) -> list[str]:
+    lines = [f"# Pipeline results of this change against `{base}`", ""]
+    if found.up_to_date:
+        lines += ["**Up to date.** The committed `dvc.lock` matches this change's code, params and data: the "
+                  "results below are the ones the change commits, and no stage ran for this review."]
+    else:
+        lines += ["> **Stale results.** This change's code, params or data differ from what produced the committed "
+                  "results (`dvc.lock`):"]
+        lines += [f"> - `{stage}`: {'; '.join(reasons)}" for stage, reasons in found.stale.items()]
+        if found.downstream:
+            lines += [f"> - downstream of them: {', '.join(f'`{stage}`' for stage in found.downstream)}"]
+        lines += [">"]
+        if rerun.done:
+            ran = ", ".join(f"`{stage}`" for stage in rerun.ran) or "none (all restored from the run-cache)"
+            lines += [f"> Re-run here on the CPU (the params are the embedded model's): {ran}. The results below are "
+                      "this re-run's; commit them (`dvc repro`, then commit `dvc.lock` and `reports/`)."]
+        elif rerun.error:
+            lines += ["> **The re-run failed** (`dvc repro`), so the results below are the committed ones:", ">",
+                      *(f">     {line}" for line in rerun.error.splitlines())]
+        else:
+            lines += [f"> **Not re-run**: {rerun.refusal}. The results below are the committed ones and do not belong "
+                      "to this change: re-run the stale stages where the recipe runs (`dvc repro`), commit `dvc.lock` "
+                      "and the results, and push the outputs (`dvc push`)."]
+    lines += ["", f"Outputs: {outputs}."]
+    if found.missing:
+        lines += [f"Not in this checkout (DVC-cached, not pulled): {', '.join(f'`{p}`' for p in found.missing)}."]
+    return lines + [""]
+
+
+def diffs(base: str) -> list[str]:
+    """Metrics, params and figures of the workspace against `base`."""
+    dvc("plots", "diff", base, "--out", str(PLOTS))
+    rev = base.translate(str.maketrans("/~^", "___"))
+    lines = ["## Metrics", "", dvc("metrics", "diff", base, "--md", "--precision", "4").stdout.strip()
+             or "No metrics changed.", "", "## Params", "",
+             dvc("params", "diff", base, "--md").stdout.strip() or "No params changed.", "",
+             f"## Figures (`{base}` | this change)", ""]
+    for figure in FIGURES:
+        lines += [f"| `{base}` | this change |", "| --- | --- |",
+                  f"| ![](pr_plots/static/{rev}_reports_figures_{figure}.png) "
+                  f"| ![](pr_plots/static/workspace_reports_figures_{figure}.png) |", ""]
+    return lines + ["Interactive loss curves of both revisions: `reports/pr_plots/index.html`."]
+
+
+def review(base: str, pull_outputs: bool) -> tuple[str, bool]:
+    """The comment's markdown, and whether its results belong to this change."""
+    outputs = pull() if pull_outputs else "not pulled by this review (--pull fetches them from the DVC remote)"
+    found, rerun = verdict(), Rerun()
+    if not found.up_to_date:
+        rerun.refusal = cpu_cheap(Path("params.yaml"))
+        if rerun.refusal is None:
+            rerun.ran, rerun.error = reproduce()
+            found.missing = verdict().missing
+    comment = "\n".join(header(base, found, outputs, rerun) + diffs(base)) + "\n"
+    return comment, found.up_to_date or rerun.done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", required=True, help="the revision to diff against, e.g. origin/main")
+    parser.add_argument("--pull", action="store_true", help="pull the outputs from the default DVC remote first")
+    args = parser.parse_args(argv)
+    comment, belongs = review(args.base, args.pull)
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text(comment, encoding="utf-8")
+    print(comment.split("\n## Metrics")[0])
+    print(f"wrote {REPORT}")
+    return 0 if belongs else 1
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    sys.exit(main())
