@@ -4,6 +4,8 @@
     python -m stages.bench run --backend hf --precision bf16 --gradient-checkpointing off --batch-size 4 --tag best
     python -m stages.bench run --backend unsloth --precision bf16 --gradient-checkpointing off --batch-size 8 \
         --gradient-accumulation-steps 1 --profile-steps 2 --tag profile-b8   # + where the GPU time goes
+    python -m stages.bench run --backend unsloth --precision bf16 --gradient-checkpointing off --batch-size 8 \
+        --gradient-accumulation-steps 1 --logging-steps 10 --base-precision fp8 --held-out 16 --tag fp8-b8
     python -m stages.bench chart reports/bench/*.json                        # results -> chart
     python -m stages.bench generate                                          # decoding: generate() vs the static engine
     python3 -m dvc repro bench/dvc.yaml                                      # every stage (bench/dvc.yaml)
@@ -13,7 +15,8 @@ Reads   params.yaml: run/chart seed, lora.*, train.optim/warmup_steps/weight_dec
         max_seq_length and bench.generate.*; the rows of bench.rows
 Writes  reports/bench/<backend>-<precision>[-<tag>].json   GPU, versions, params; steady-state tokens/s (real,
         non-pad tokens), step time, peak allocated/reserved memory, MFU, longest sequence within the budget;
-                                                    with --profile-steps, GPU time by kernel kind
+                                                    with --held-out N, the loss of N rows kept out of training;
+                                                    with --profile-steps, GPU time by kernel kind and host syncs
         reports/bench/throughput_memory.png                 (chart) tokens/s and peak memory, Unsloth vs hf
         reports/bench/generate-<model>-<engine>-<batch>.json  (generate) new tokens/s, ms per step, prefill and
                                                     decode time, peak memory, fraction of the bandwidth roofline
@@ -33,6 +36,7 @@ import json
 import platform
 import re
 import tempfile
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Iterator
@@ -81,14 +85,35 @@ def flops_per_token(model_config, n_lora: int, mean_context: float) -> float:
     return 4 * matmul + 6 * n_lora + 6 * layers * q_out * mean_context
 
 
-def steady_state(log_rows: list[dict], warmup: int, last: int) -> dict:
-    """Tokens/s and step time over steps warmup+1..last, from the step log's cumulative counters."""
-    start = next(r for r in log_rows if r["step"] == warmup)
-    end = next(r for r in log_rows if r["step"] == last)
-    seconds, tokens, steps = end["seconds"] - start["seconds"], end["tokens_seen"] - start["tokens_seen"], \
-        end["step"] - start["step"]
-    return {"measured_steps": steps, "tokens_per_second": round(tokens / seconds, 1),
-            "step_seconds": round(seconds / steps, 4), "measured_tokens": tokens}
+def steady_state(marks: dict[int, tuple[float, int]], warmup: int, last: int) -> dict:
+    """Tokens/s and step time over steps warmup+1..last, from (seconds, tokens seen) marked at those two steps."""
+    (start, tokens_start), (end, tokens_end) = marks[warmup], marks[last]
+    steps, tokens = last - warmup, tokens_end - tokens_start
+    return {"measured_steps": steps, "tokens_per_second": round(tokens / (end - start), 1),
+            "step_seconds": round((end - start) / steps, 4), "measured_tokens": tokens}
+
+
+def step_timer(log, warmup: int, last: int):
+    """Marks the time and the step log's token count at the end of steps `warmup` and `last` (its `.marks`), waiting
+    for the GPU there and nowhere else, so the steps between run as training runs them; resets the peak-memory
+    counters at `warmup`, so peaks are steady-state peaks."""
+    import torch
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.marks = {}
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step not in (warmup, last):
+                return
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.marks[state.global_step] = (time.perf_counter(), int(log.tokens))
+            if state.global_step == warmup and torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+
+    return StepTimer()
 
 
 KERNEL_KINDS = {
@@ -120,7 +145,11 @@ def kernel_breakdown(events, steps: int) -> dict:
 
 
 def kernel_profiler(start_step: int, steps: int):
-    """Profiles the GPU kernels of the `steps` optimizer steps after `start_step` (its `.breakdown` after)."""
+    """Profiles the GPU kernels of the `steps` optimizer steps after `start_step` (its `.breakdown` after) and
+    counts the host syncs in them: every operation that makes the CPU wait for the GPU, by the Python line that
+    asked for it (torch.cuda.set_sync_debug_mode)."""
+    import warnings
+
     import torch
     from transformers import TrainerCallback
 
@@ -128,16 +157,34 @@ def kernel_profiler(start_step: int, steps: int):
         def __init__(self):
             self.breakdown = None
             self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
+            self.syncs = warnings.catch_warnings(record=True)
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == start_step:
                 self.profiler.start()
+                self.caught = self.syncs.__enter__()
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
             elif state.global_step == start_step + steps:
+                torch.cuda.set_sync_debug_mode("default")
+                self.syncs.__exit__(None, None, None)
                 torch.cuda.synchronize()
                 self.profiler.stop()
-                self.breakdown = kernel_breakdown(self.profiler.key_averages(), steps)
+                self.breakdown = kernel_breakdown(self.profiler.key_averages(), steps) | {
+                    "host_syncs_per_step": sync_sites(self.caught, steps)}
 
     return KernelProfile()
+
+
+def sync_sites(caught: list, steps: int) -> dict[str, float]:
+    """Synchronizing operations per step by the line that asked for them (site-packages/ and the repo stripped)."""
+    counts: dict[str, int] = {}
+    for warning in caught:
+        if "synchronizing" not in str(warning.message):
+            continue
+        where = f"{warning.filename.split('site-packages/')[-1].split('/stages/')[-1]}:{warning.lineno}"
+        counts[where] = counts.get(where, 0) + 1
+    return {where: round(count / steps, 2) for where, count in sorted(counts.items(), key=lambda kv: -kv[1])}
 
 
 def probe_lengths(model, token_ids: list[int], lengths: list[int], budget_gib: float) -> list[dict]:
@@ -173,49 +220,41 @@ def versions() -> dict:
     return {"python": platform.python_version(), **found}
 
 
-def step_marker(warmup: int):
-    """Resets the GPU's peak-memory counters once warm-up is over, so peaks are steady-state peaks."""
-    import torch
-    from transformers import TrainerCallback
-
-    class ResetPeakAfterWarmup(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == warmup and torch.cuda.is_available():
-                torch.cuda.reset_peak_memory_stats()
-
-    return ResetPeakAfterWarmup()
-
-
 def run(args, params) -> dict:
     """One backend x precision: finetune.setup and finetune.fit on the benchmark rows, timed after warm-up."""
     bench = params.bench
     cuda = runtime.cuda_available()
     if args.profile_steps and not cuda:
         raise UserError("--profile-steps profiles GPU kernels and needs a CUDA GPU; drop it on this machine")
+    last_timed = bench.warmup_steps + bench.measure_steps
     train = dataclasses.replace(
         params.train, backend=args.backend, load_in_4bit=args.precision == "4bit",
+        base_precision=args.base_precision, optim=args.optim or params.train.optim,
         max_seq_length=bench.max_seq_length,
         per_device_train_batch_size=args.batch_size or bench.per_device_train_batch_size,
         gradient_accumulation_steps=args.gradient_accumulation_steps or bench.gradient_accumulation_steps,
         gradient_checkpointing=args.gradient_checkpointing or bench.gradient_checkpointing,
-        max_steps=bench.warmup_steps + bench.measure_steps + args.profile_steps, logging_steps=1, save_steps=10**9,
-        packing=False, learning_rate=bench.learning_rate)
+        max_steps=last_timed + args.profile_steps, logging_steps=args.logging_steps,
+        save_steps=last_timed + args.profile_steps if args.held_out else 10**9, packing=False,
+        learning_rate=bench.learning_rate)
     if train.load_in_4bit and not cuda:
         raise UserError("--precision 4bit needs a CUDA GPU (bitsandbytes NF4); use --precision bf16 on this machine")
     plain = bench_rows(bench)
     tokenizer = bench_tokenizer(bench, plain)
     rows = dataset.tokenized(plain, medical_cot, tokenizer)
+    held_out, rows = rows[:args.held_out], rows[args.held_out:]
     weights = str(random_weights(bench, tokenizer, params.seed))
 
     session = finetune.setup(BaseModel(weights, None, weights, init="random"), train, params.lora, params.seed,
                              [r["n_tokens"] for r in rows])
-    last_timed = bench.warmup_steps + bench.measure_steps
-    callbacks = [step_marker(bench.warmup_steps)]
+    callbacks = [step_timer(session.log, bench.warmup_steps, last_timed)]
     if args.profile_steps:
         callbacks.append(kernel_profiler(last_timed, args.profile_steps))
     with tempfile.TemporaryDirectory() as scratch:
-        finetune.fit(session, rows, None, train, params.seed, scratch, callbacks)
-    result = steady_state(session.log.rows, bench.warmup_steps, last_timed) | runtime.peak_memory()
+        finetune.fit(session, rows, held_out or None, train, params.seed, scratch, callbacks)
+    result = steady_state(callbacks[0].marks, bench.warmup_steps, last_timed) | runtime.peak_memory()
+    if held_out:
+        result["held_out"] = {"rows": len(held_out), "loss_after_training": session.log.evals[-1]["eval_loss"]}
     if args.profile_steps:
         result["profile"] = callbacks[-1].breakdown
     return describe(result, session, rows, train, params, args)
@@ -243,7 +282,9 @@ def describe(result: dict, session, rows: list[dict], train, params, args) -> di
         "params": {"per_device_train_batch_size": train.per_device_train_batch_size,
                    "gradient_accumulation_steps": train.gradient_accumulation_steps,
                    "max_seq_length": train.max_seq_length, "gradient_checkpointing": session.gradient_checkpointing,
-                   "optim": finetune.resolve_optim(train.optim, runtime.cuda_available()), "lora_r": params.lora.r,
+                   "optim": finetune.resolve_optim(train.optim, runtime.cuda_available()),
+                   "logging_steps": train.logging_steps, "base_precision": train.base_precision,
+                   "lora_r": params.lora.r,
                    "lora_alpha": params.lora.alpha, "target_modules": params.lora.target_modules,
                    "warmup_steps": bench.warmup_steps, "measure_steps": bench.measure_steps, "seed": params.seed},
         "data": {"rows": bench.rows, "n_rows": len(rows), "tokens_per_row_mean": round(float(lengths.mean()), 1),
@@ -353,7 +394,13 @@ def main() -> None:
     one.add_argument("--gradient-checkpointing", choices=["auto", "on", "off"])
     one.add_argument("--tag", help="suffix of the result file, for variants beyond the reference four")
     one.add_argument("--profile-steps", type=int, default=0,
-                     help="after the timed steps, profile this many more and record GPU time by kernel kind")
+                     help="after the timed steps, profile this many more: GPU time by kernel kind, host syncs")
+    one.add_argument("--optim", help="override train.optim")
+    one.add_argument("--logging-steps", type=int, default=1,
+                     help="log (loss, grad norm: a host sync each) every this many steps")
+    one.add_argument("--base-precision", choices=["bf16", "fp8"], default="bf16", help="train.base_precision")
+    one.add_argument("--held-out", type=int, default=0,
+                     help="keep this many rows out of training and report their loss after the last step")
     chart = commands.add_parser("chart", help="draw reports/bench/throughput_memory.png from result files")
     chart.add_argument("results", nargs="+", type=Path)
     commands.add_parser("generate", help="decoding speed, base and tuned, generate() vs the static engine")

@@ -106,6 +106,9 @@ class TrainConfig:
     """`unsloth` (FastLanguageModel) or `hf` (transformers + peft), both trained by TRL's SFTTrainer."""
     load_in_4bit: bool
     """QLoRA: load the base model in 4-bit NF4 (needs a CUDA GPU)."""
+    base_precision: Literal["bf16", "fp8"]
+    """Weights of the frozen base's LoRA-targeted projections: `bf16`, or `fp8` (row-wise scaled float8, forward
+    matrix products in FP8; unsloth backend on a GPU with FP8 units, compute capability 8.9+)."""
     max_seq_length: int
     """Longest training sequence in tokens; longer rows are truncated (prepare counts them)."""
     per_device_train_batch_size: int
@@ -125,7 +128,7 @@ class TrainConfig:
     lr_scheduler_type: str
     """Learning-rate schedule after warm-up."""
     logging_steps: int
-    """Log loss, learning rate and throughput every this many steps."""
+    """Log loss, learning rate and throughput every this many steps (each log makes the CPU wait for the GPU)."""
     save_steps: int
     """Write a checkpoint to models/checkpoints every this many steps."""
     packing: bool
@@ -240,6 +243,8 @@ SEED_RANGE = 2**32
 """numpy seeds must be below 2**32 (torch accepts more; the pipeline seeds both)."""
 BPE_ALPHABET = 256 + 5
 """A byte-level BPE holds the 256 byte symbols and our 5 special tokens before it learns any merge."""
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""A Llama-family decoder layer's linear layers."""
 
 
 POSITIVE = ("data.eval_rows", "lora.r", "lora.alpha", "train.max_seq_length", "train.per_device_train_batch_size",
@@ -274,6 +279,11 @@ def rules(p: Params) -> list[tuple[str, Any, bool, str]]:
         ("lora.target_modules", p.lora.target_modules, bool(p.lora.target_modules)
          and len(set(p.lora.target_modules)) == len(p.lora.target_modules), "a non-empty list of distinct names"),
         ("train.warmup_steps", train.warmup_steps, train.warmup_steps >= 0, ">= 0"),
+        ("train.base_precision", train.base_precision, train.base_precision == "bf16" or (
+            train.backend == "unsloth" and not train.load_in_4bit and p.lora.dropout == 0
+            and set(PROJECTIONS) <= set(p.lora.target_modules)),
+         "bf16 unless train.backend is unsloth, train.load_in_4bit false, lora.dropout 0 and lora.target_modules "
+         "all seven projections (fp8 runs in Unsloth's fused LoRA kernels, on a 16-bit base)"),
         ("train.weight_decay", train.weight_decay, train.weight_decay >= 0, ">= 0"),
         ("train.optim", train.optim, train.optim == "auto" or train.optim in transformers_names("OptimizerNames"),
          "auto or an optimizer transformers knows (transformers.training_args.OptimizerNames)"),

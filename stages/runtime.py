@@ -62,6 +62,16 @@ def require_cuda_for_4bit(load_in_4bit: bool) -> None:
                         "set train.load_in_4bit=false to train in 16/32-bit on this machine")
 
 
+def require_fp8_gpu() -> None:
+    """FP8 matrix units: compute capability 8.9 or later (Ada, Hopper, Blackwell)."""
+    import torch
+
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9):
+        has = device_name() if torch.cuda.is_available() else "no CUDA GPU"
+        raise UserError(f"train.base_precision: fp8 needs a CUDA GPU with FP8 matrix units (compute capability 8.9 "
+                        f"or later: Ada, Hopper, Blackwell); this machine has {has}; use bf16")
+
+
 def compute_dtype():
     """bf16 on GPUs that have it, fp16 on older GPUs, fp32 on the CPU."""
     import torch

@@ -174,6 +174,11 @@ CASES = [
          params={"lora.r": 4096}, stage="train", before=("prepare",)),
     Case("unknown_target_module", "lora.target_modules: attn_proj is not a linear layer of this model",
          params={"lora.target_modules": ["q_proj", "attn_proj"]}, stage="train", before=("prepare",)),
+    Case("fp8_base_without_fp8_matrix_units", "train.base_precision: fp8 needs a CUDA GPU with FP8 matrix units "
+         "(compute capability 8.9 or later: Ada, Hopper, Blackwell); this machine has no CUDA GPU; use bf16",
+         params={"train.base_precision": "fp8"}, stage="train", before=("prepare",)),
+    Case("fp8_base_on_the_hf_backend", "train.base_precision: must be bf16 unless train.backend is unsloth",
+         params={"train.base_precision": "fp8", "train.backend": "hf"}),
     Case("diverging_run_fails_instead_of_reporting_a_loss", "train diverged at step",
          params={"train.learning_rate": 1e8, "train.warmup_steps": 0, "train.max_steps": 4, "train.backend": "hf"},
          stage="train", before=("prepare",)),

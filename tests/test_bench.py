@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 from transformers import LlamaConfig
@@ -32,13 +33,16 @@ def run_bench(workdir, *args):
 def test_bench_runs_on_cpu_with_a_tiny_architecture(workdir):
     workdir.params({**TINY_BENCH, "bench.model": tiny_architecture(workdir / "arch"),
                     "bench.weights_dir": str(workdir / "weights")})
-    for backend in ("hf", "unsloth"):
-        out = run_bench(workdir, "run", "--backend", backend, "--precision", "bf16")
+    for backend, extra in (("hf", []), ("unsloth", ["--held-out", "4", "--logging-steps", "2"])):
+        out = run_bench(workdir, "run", "--backend", backend, "--precision", "bf16", *extra)
         assert out.returncode == 0, out.stderr[-3000:]
     hf = json.loads((workdir / "reports/bench/hf-bf16.json").read_text())
     assert hf["weights"] == "random" and hf["measured_steps"] == 2 and hf["tokens_per_second"] > 0
     assert hf["data"]["n_rows"] == 320 and hf["params"]["per_device_train_batch_size"] == 1
-    assert hf["versions"]["torch"] and hf["device"] == "cpu"
+    assert hf["versions"]["torch"] and hf["device"] == "cpu" and "held_out" not in hf
+    unsloth = json.loads((workdir / "reports/bench/unsloth-bf16.json").read_text())
+    assert unsloth["data"]["n_rows"] == 316 and unsloth["held_out"]["rows"] == 4
+    assert 0 < unsloth["held_out"]["loss_after_training"] < 20 and unsloth["params"]["logging_steps"] == 2
     out = run_bench(workdir, "chart", "reports/bench/hf-bf16.json", "reports/bench/unsloth-bf16.json")
     assert out.returncode == 0, out.stderr[-3000:]
     assert (workdir / "reports/bench/throughput_memory.png").stat().st_size > 10_000
@@ -71,13 +75,19 @@ def test_flops_per_token_of_the_8b_architecture():
     assert bench.flops_per_token(config, 0, 1000) == expected
 
 
-def test_steady_state_skips_warmup():
-    rows = [{"step": s, "seconds": 10.0 * s + (5 if s == 1 else 0), "tokens_seen": 1000 * s} for s in range(1, 6)]
-    result = bench.steady_state(rows, warmup=2, last=5)
-    assert result == {"measured_steps": 3, "tokens_per_second": 100.0, "step_seconds": 10.0,
-                      "measured_tokens": 3000}
-    profiled_after = rows + [{"step": 6, "seconds": 100.0, "tokens_seen": 6000}]  # slow: profiled, not timed
-    assert bench.steady_state(profiled_after, warmup=2, last=5) == result
+def test_steady_state_is_measured_between_the_marked_steps():
+    marks = {2: (20.0, 2000), 5: (50.0, 5000)}  # (seconds, tokens seen) at the end of steps 2 and 5
+    assert bench.steady_state(marks, warmup=2, last=5) == {"measured_steps": 3, "tokens_per_second": 100.0,
+                                                            "step_seconds": 10.0, "measured_tokens": 3000}
+
+
+def test_host_syncs_are_counted_per_step_by_the_line_that_asked():
+    caught = [warnings.WarningMessage("called a synchronizing CUDA operation", UserWarning, path, line)
+              for path, line in [("/x/site-packages/trl/trainer/sft_trainer.py", 1641)] * 4
+              + [("/repo/stages/steplog.py", 48)] * 2 + [("/x/site-packages/other.py", 3)]]
+    caught.append(warnings.WarningMessage("an unrelated warning", UserWarning, "/x/a.py", 1))
+    assert bench.sync_sites(caught, steps=2) == {"trl/trainer/sft_trainer.py:1641": 2.0, "steplog.py:48": 1.0,
+                                                 "other.py:3": 0.5}
 
 
 def test_kernel_breakdown_groups_gpu_time_by_kind():

@@ -5,7 +5,7 @@ package costs nothing and Unsloth can patch transformers before anything else lo
 differs between the two lives in their modules; the recipe (stages/finetune.py) only calls:
 
     load(base: BaseModel, load_in_4bit: bool, max_seq_length: int) -> (model, tokenizer)
-    add_lora(model, lora: LoraConfig, seed: int, gradient_checkpointing: bool) -> peft model
+    add_lora(model, lora: LoraConfig, seed: int, gradient_checkpointing: bool, base_precision: str) -> peft model
     trainer_args(gradient_checkpointing: bool) -> dict      SFTConfig settings this backend needs
     PADDING_FREE: bool                                        rows of a micro-batch are packed without padding
     activation_bytes_per_token(model_config) -> int          kept for backward when nothing is recomputed
