@@ -100,18 +100,23 @@ class Verdict:
     """Stages that read what a stale stage writes."""
     missing: list[str]
     """DVC-cached outputs this checkout does not have (never pulled): not staleness."""
+    unchecked: list[str] = field(default_factory=list)
+    """Absent dependencies inside another stage's absent directory output: checked only once pulled."""
 
     @property
     def up_to_date(self) -> bool:
         return not self.stale
 
 
-def judge(status: dict, pipeline: Pipeline, params_changes: dict[str, list[str]]) -> Verdict:
+def judge(status: dict, pipeline: Pipeline, params_changes: dict[str, list[str]], lock: dict) -> Verdict:
     """Sort `dvc status --json` into staleness and outputs that are merely not here. A dependency is stale when
-    it changed, unless it is a DVC-cached output this checkout lacks; an output is stale when it differs from
-    dvc.lock or, kept in git, is gone."""
+    it changed; one that is a DVC-cached output this checkout lacks is stale when dvc.lock records another hash
+    for it than its producer wrote (unchecked when it lies inside a directory output). An output is stale when
+    it differs from dvc.lock or, kept in git, is gone."""
+    written = {out["path"]: out.get("md5") for entry in lock.get("stages", {}).values() for out in entry.get("outs", [])}
     stale: dict[str, list[str]] = {}
     missing: set[str] = set()
+    unchecked: set[str] = set()
     for stage, changes in status.items():
         reasons = []
         for change in changes:
@@ -123,7 +128,13 @@ def judge(status: dict, pipeline: Pipeline, params_changes: dict[str, list[str]]
             for path, state in change.get("changed deps", {}).items():
                 if isinstance(state, dict):  # params.yaml: {section or key: state}
                     reasons.extend(params_changes.get(stage) or [f"params {', '.join(sorted(state))} changed"])
-                elif not (state == "deleted" and pipeline.cached_output(path)):  # else: its producer reports it
+                elif state == "deleted" and pipeline.cached_output(path):
+                    read = locked_dep(lock, stage, path)
+                    if path not in written:
+                        unchecked.add(path)
+                    elif read != written[path]:
+                        reasons.append(f"{path} is not what {pipeline.producer(path)} wrote (dvc.lock)")
+                else:
                     reasons.append(f"{path} {state}")
             for path, state in change.get("changed outs", {}).items():
                 if state in MISSING and path in pipeline.cached:
@@ -132,7 +143,13 @@ def judge(status: dict, pipeline: Pipeline, params_changes: dict[str, list[str]]
                     reasons.append(f"{path} {'differs from dvc.lock' if state == 'modified' else state}")
         if reasons:
             stale[stage] = reasons if len(reasons) <= SHOWN else [*reasons[:SHOWN], f"and {len(reasons) - SHOWN} more"]
-    return Verdict(stale, pipeline.downstream(set(stale)), sorted(missing))
+    return Verdict(stale, pipeline.downstream(set(stale)), sorted(missing), sorted(unchecked))
+
+
+def locked_dep(lock: dict, stage: str, path: str) -> str | None:
+    """The hash dvc.lock records for `stage`'s dependency `path`."""
+    deps = lock.get("stages", {}).get(stage, {}).get("deps", [])
+    return next((dep.get("md5") for dep in deps if dep["path"] == path), None)
 
 
 def params_changes(lock: dict, params: dict, pipeline: Pipeline) -> dict[str, list[str]]:
@@ -193,7 +210,7 @@ def verdict() -> Verdict:
     pipeline = Pipeline.read(Path(PIPELINE))
     lock = yaml.safe_load(Path("dvc.lock").read_text()) if Path("dvc.lock").is_file() else {}
     params = yaml.safe_load(Path("params.yaml").read_text()) or {}
-    return judge(status(), pipeline, params_changes(lock or {}, params, pipeline))
+    return judge(status(), pipeline, params_changes(lock or {}, params, pipeline), lock or {})
 
 
 def pull() -> str:
@@ -212,7 +229,9 @@ def reproduce() -> tuple[list[str], str | None]:
     """`dvc repro` of the pipeline: the stages that ran, and the end of its error output if it failed."""
     result = dvc("repro", PIPELINE, check=False)
     ran = [line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage '")]
-    return ran, None if result.returncode == 0 else "\n".join(result.stderr.strip().splitlines()[-5:])
+    if result.returncode == 0:
+        return ran, None
+    return ran, "\n".join(result.stderr.strip().splitlines()[-5:]) or f"exit status {result.returncode}"
 
 
 @dataclass
@@ -257,6 +276,9 @@ def header(base: str, found: Verdict, outputs: str, rerun: Rerun) -> list[str]:
     lines += ["", f"Outputs: {outputs}."]
     if found.missing:
         lines += [f"Not in this checkout (DVC-cached, not pulled): {', '.join(f'`{p}`' for p in found.missing)}."]
+    if found.unchecked:
+        lines += [f"Checked only once pulled (files inside another stage's output): "
+                  f"{', '.join(f'`{p}`' for p in found.unchecked)}."]
     return lines + [""]
 
 
@@ -283,7 +305,8 @@ def review(base: str, pull_outputs: bool) -> tuple[str, bool]:
         rerun.refusal = cpu_cheap(Path("params.yaml"))
         if rerun.refusal is None:
             rerun.ran, rerun.error = reproduce()
-            found.missing = verdict().missing
+            after = verdict()
+            found.missing, found.unchecked = after.missing, after.unchecked
     comment = "\n".join(header(base, found, outputs, rerun) + diffs(base)) + "\n"
     return comment, found.up_to_date or rerun.done
 

@@ -95,14 +95,14 @@ def steady_state(marks: dict[int, tuple[float, int]], warmup: int, last: int) ->
 
 def step_timer(log, warmup: int, last: int):
     """Marks the time and the step log's token count at the end of steps `warmup` and `last` (its `.marks`), waiting
-    for the GPU there and nowhere else, so the steps between run as training runs them; resets the peak-memory
-    counters at `warmup`, so peaks are steady-state peaks."""
+    for the GPU there and nowhere else, so the steps between run as training runs them; the peak memory of the
+    steps between (its `.peak`: counters reset at `warmup`, read at `last`, before any evaluation or saving)."""
     import torch
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
         def __init__(self):
-            self.marks = {}
+            self.marks, self.peak = {}, {}
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step not in (warmup, last):
@@ -112,6 +112,8 @@ def step_timer(log, warmup: int, last: int):
             self.marks[state.global_step] = (time.perf_counter(), int(log.tokens))
             if state.global_step == warmup and torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
+            if state.global_step == last:
+                self.peak = runtime.peak_memory()
 
     return StepTimer()
 
@@ -146,8 +148,10 @@ def kernel_breakdown(events, steps: int) -> dict:
 
 def kernel_profiler(start_step: int, steps: int):
     """Profiles the GPU kernels of the `steps` optimizer steps after `start_step` (its `.breakdown` after) and
-    counts the host syncs in them: every operation that makes the CPU wait for the GPU, by the Python line that
-    asked for it (torch.cuda.set_sync_debug_mode)."""
+    counts the host syncs in them: every operation that makes the CPU wait for the GPU, by the innermost Python
+    line that asked for it (torch.cuda.set_sync_debug_mode; an explicit torch.cuda.synchronize() counts at
+    torch's own line). Only logs that fall in the profiled steps are counted: profile at least logging_steps
+    steps to see them."""
     import warnings
 
     import torch
@@ -239,6 +243,7 @@ def run(args, params) -> dict:
         learning_rate=bench.learning_rate)
     if train.load_in_4bit and not cuda:
         raise UserError("--precision 4bit needs a CUDA GPU (bitsandbytes NF4); use --precision bf16 on this machine")
+    dataclasses.replace(params, train=train)  # the options checked by the rules params.yaml's values pass
     plain = bench_rows(bench)
     tokenizer = bench_tokenizer(bench, plain)
     rows = dataset.tokenized(plain, medical_cot, tokenizer)
@@ -252,7 +257,7 @@ def run(args, params) -> dict:
         callbacks.append(kernel_profiler(last_timed, args.profile_steps))
     with tempfile.TemporaryDirectory() as scratch:
         finetune.fit(session, rows, held_out or None, train, params.seed, scratch, callbacks)
-    result = steady_state(callbacks[0].marks, bench.warmup_steps, last_timed) | runtime.peak_memory()
+    result = steady_state(callbacks[0].marks, bench.warmup_steps, last_timed) | callbacks[0].peak
     if held_out:
         result["held_out"] = {"rows": len(held_out), "loss_after_training": session.log.evals[-1]["eval_loss"]}
     if args.profile_steps:

@@ -33,8 +33,9 @@ def with_change(stage: str, kind: str, path: str, state) -> dict:
 
 
 def test_outputs_missing_from_a_fresh_clone_are_not_staleness():
-    verdict = judge(FRESH_CLONE, PIPELINE, {})
+    verdict = judge(FRESH_CLONE, PIPELINE, {}, LOCK)
     assert verdict.up_to_date and verdict.downstream == []
+    assert verdict.unchecked == ["data/prepared/eval.jsonl"]  # a file of prepare's directory output
     assert verdict.missing == ["data/prepared", "models/adapter", "models/base", "reports/eval/base/generations.jsonl",
                                "reports/eval/samples.jsonl", "reports/eval/tuned/generations.jsonl",
                                "reports/report.md", "reports/train/run.json"]
@@ -47,22 +48,22 @@ def test_a_param_change_names_its_stage_the_keys_and_what_runs_downstream():
     assert changes == {"train": ["lora.r: 16 -> 8"], "report": ["lora.r: 16 -> 8"]}
     status = with_change("train", "changed deps", "params.yaml", {"lora": "modified"})
     status = {**status, "report": [*status["report"], {"changed deps": {"params.yaml": {"lora": "modified"}}}]}
-    verdict = judge(status, PIPELINE, changes)
+    verdict = judge(status, PIPELINE, changes, LOCK)
     assert verdict.stale == {"train": ["lora.r: 16 -> 8"], "report": ["lora.r: 16 -> 8"]}
     assert verdict.downstream == ["evaluate"]
 
 
 def test_code_changes_and_results_that_differ_from_the_lock_are_stale():
-    verdict = judge(with_change("prepare", "changed deps", "stages/prepare.py", "modified"), PIPELINE, {})
+    verdict = judge(with_change("prepare", "changed deps", "stages/prepare.py", "modified"), PIPELINE, {}, LOCK)
     assert verdict.stale == {"prepare": ["stages/prepare.py modified"]}
     assert verdict.downstream == ["train", "evaluate_base", "evaluate", "report"]
-    edited = judge(with_change("train", "changed outs", "reports/train/metrics.json", "modified"), PIPELINE, {})
+    edited = judge(with_change("train", "changed outs", "reports/train/metrics.json", "modified"), PIPELINE, {}, LOCK)
     assert edited.stale == {"train": ["reports/train/metrics.json differs from dvc.lock"]}
-    gone = judge(with_change("train", "changed outs", "reports/train/metrics.json", "deleted"), PIPELINE, {})
+    gone = judge(with_change("train", "changed outs", "reports/train/metrics.json", "deleted"), PIPELINE, {}, LOCK)
     assert gone.stale == {"train": ["reports/train/metrics.json deleted"]}  # kept in git: not a pull away
-    removed = judge(with_change("report", "changed deps", "stages/plots.py", "deleted"), PIPELINE, {})
+    removed = judge(with_change("report", "changed deps", "stages/plots.py", "deleted"), PIPELINE, {}, LOCK)
     assert removed.stale == {"report": ["stages/plots.py deleted"]}
-    assert judge({"report": ["changed command"]}, PIPELINE, {}).stale == {"report": ["changed command"]}
+    assert judge({"report": ["changed command"]}, PIPELINE, {}, LOCK).stale == {"report": ["changed command"]}
 
 
 def test_only_the_embedded_model_on_a_bundled_sample_is_rerun_on_a_cpu(tmp_path):
@@ -82,3 +83,12 @@ def test_the_workflow_is_a_thin_wrapper_around_the_review_script():
     runs = [step.get("run", "") for step in workflow["jobs"]["report"]["steps"]]
     assert sum("scripts/pr_review.py" in run and "--pull" in run for run in runs) == 1
     assert not any("dvc repro" in run or "dvc exp" in run for run in runs)
+
+
+def test_an_absent_output_the_lock_says_another_run_wrote_is_stale():
+    """prepare re-run and committed, train's lock entry left from before: without the outputs, the hashes tell."""
+    lock = copy.deepcopy(LOCK)
+    next(dep for dep in lock["stages"]["train"]["deps"] if dep["path"] == "data/prepared")["md5"] = "0" * 32 + ".dir"
+    verdict = judge(FRESH_CLONE, PIPELINE, {}, lock)
+    assert verdict.stale == {"train": ["data/prepared is not what prepare wrote (dvc.lock)"]}
+    assert verdict.downstream == ["evaluate", "report"]

@@ -63,3 +63,36 @@ def test_4bit_without_gpu_is_refused_in_one_sentence(workdir):
     assert workdir.error_line("train") == (
         "error: train.load_in_4bit=true needs a CUDA GPU (bitsandbytes NF4); "
         "set train.load_in_4bit=false to train in 16/32-bit on this machine")
+
+
+def test_fp8_base_keeps_each_weight_row_within_float8_precision_and_leaves_other_layers_alone():
+    """train.base_precision: fp8 (stages/backends/unsloth_backend.to_fp8) on a tiny Llama, on the CPU: every
+    projection LoRA will wrap becomes float8 with a per-row scale whose product is the weight to float8's 3
+    mantissa bits; a layer LoRA leaves alone, or one already quantized (a Linear subclass), is not touched."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from stages.backends import unsloth_backend
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2)).to(torch.bfloat16)
+
+    class QuantizedLinear(torch.nn.Linear):
+        pass
+
+    model.model.layers[1].mlp.down_proj = QuantizedLinear(64, 32, bias=False, dtype=torch.bfloat16)
+    before = {name: module.weight.detach().clone() for name, module in model.named_modules()
+              if isinstance(module, torch.nn.Linear)}
+    assert unsloth_backend.to_fp8(model, ["q_proj", "v_proj", "down_proj"]) == 2 + 2 + 1
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        converted = name.rsplit(".", 1)[-1] in ("q_proj", "v_proj", "down_proj") and type(module) is torch.nn.Linear
+        assert (module.weight.dtype == torch.float8_e4m3fn) == converted, name
+        if converted:
+            restored = module.weight.float() * module.weight_scale
+            error = (restored - before[name].float()).abs() / before[name].float().abs().amax(dim=1, keepdim=True)
+            assert module.weight_scale.shape == (module.out_features, 1) and module.compute_dtype == torch.bfloat16
+            assert error.max() <= 2**-4  # half a float8_e4m3fn step at the row's largest magnitude
+        else:
+            assert torch.equal(module.weight, before[name]), name

@@ -60,7 +60,7 @@ def to_fp8(model, target_modules: list[str]) -> int:
 
     converted = 0
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in target_modules:
+        if type(module) is torch.nn.Linear and name.rsplit(".", 1)[-1] in target_modules:  # not a quantized one
             weight = module.weight.data
             scale = weight.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12) / FP8_MAX
             module.weight = torch.nn.Parameter((weight.float() / scale).to(torch.float8_e4m3fn), requires_grad=False)
