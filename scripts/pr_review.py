@@ -113,7 +113,7 @@ def judge(status: dict, pipeline: Pipeline, params_changes: dict[str, list[str]]
     it changed; one that is a DVC-cached output this checkout lacks is stale when dvc.lock records another hash
     for it than its producer wrote (unchecked when it lies inside a directory output). An output is stale when
     it differs from dvc.lock or, kept in git, is gone."""
-    written = {out["path"]: out.get("md5") for entry in lock.get("stages", {}).values() for out in entry.get("outs", [])}
+    written = locked_outs(lock)
     stale: dict[str, list[str]] = {}
     missing: set[str] = set()
     unchecked: set[str] = set()
@@ -129,10 +129,9 @@ def judge(status: dict, pipeline: Pipeline, params_changes: dict[str, list[str]]
                 if isinstance(state, dict):  # params.yaml: {section or key: state}
                     reasons.extend(params_changes.get(stage) or [f"params {', '.join(sorted(state))} changed"])
                 elif state == "deleted" and pipeline.cached_output(path):
-                    read = locked_dep(lock, stage, path)
                     if path not in written:
                         unchecked.add(path)
-                    elif read != written[path]:
+                    elif locked_dep(lock, stage, path) != written[path]:
                         reasons.append(f"{path} is not what {pipeline.producer(path)} wrote (dvc.lock)")
                 else:
                     reasons.append(f"{path} {state}")
@@ -144,6 +143,11 @@ def judge(status: dict, pipeline: Pipeline, params_changes: dict[str, list[str]]
         if reasons:
             stale[stage] = reasons if len(reasons) <= SHOWN else [*reasons[:SHOWN], f"and {len(reasons) - SHOWN} more"]
     return Verdict(stale, pipeline.downstream(set(stale)), sorted(missing), sorted(unchecked))
+
+
+def locked_outs(lock: dict) -> dict[str, str | None]:
+    """Every output dvc.lock records -> its hash."""
+    return {out["path"]: out.get("md5") for entry in lock.get("stages", {}).values() for out in entry.get("outs", [])}
 
 
 def locked_dep(lock: dict, stage: str, path: str) -> str | None:
@@ -159,9 +163,9 @@ def params_changes(lock: dict, params: dict, pipeline: Pipeline) -> dict[str, li
     for stage, entry in lock.get("stages", {}).items():
         if stage not in pipeline.deps:
             continue
-        locked = flatten(entry.get("params", {}).get("params.yaml", {}))
-        read = {key for key in current if any(key == name or key.startswith(name + ".")
-                                              for name in entry.get("params", {}).get("params.yaml", {}))}
+        locked_params = entry.get("params", {}).get("params.yaml", {})
+        locked = flatten(locked_params)
+        read = {key for key in current if any(key == name or key.startswith(name + ".") for name in locked_params)}
         lines = [f"{key}: {json.dumps(locked.get(key))} -> {json.dumps(current.get(key))}"
                  for key in sorted(set(locked) | read) if locked.get(key) != current.get(key)]
         if lines:
@@ -202,15 +206,12 @@ def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
-def status() -> dict:
-    return json.loads(dvc("status", PIPELINE, "--json").stdout or "{}")
-
-
 def verdict() -> Verdict:
     pipeline = Pipeline.read(Path(PIPELINE))
-    lock = yaml.safe_load(Path("dvc.lock").read_text()) if Path("dvc.lock").is_file() else {}
+    lock = (yaml.safe_load(Path("dvc.lock").read_text()) if Path("dvc.lock").is_file() else None) or {}
     params = yaml.safe_load(Path("params.yaml").read_text()) or {}
-    return judge(status(), pipeline, params_changes(lock or {}, params, pipeline), lock or {})
+    status = json.loads(dvc("status", PIPELINE, "--json").stdout or "{}")
+    return judge(status, pipeline, params_changes(lock, params, pipeline), lock)
 
 
 def pull() -> str:
@@ -305,8 +306,11 @@ def review(base: str, pull_outputs: bool) -> tuple[str, bool]:
         rerun.refusal = cpu_cheap(Path("params.yaml"))
         if rerun.refusal is None:
             rerun.ran, rerun.error = reproduce()
-            after = verdict()
-            found.missing, found.unchecked = after.missing, after.unchecked
+            if rerun.error:  # a successful re-run leaves every output in the workspace
+                after = verdict()
+                found.missing, found.unchecked = after.missing, after.unchecked
+            else:
+                found.missing, found.unchecked = [], []
     comment = "\n".join(header(base, found, outputs, rerun) + diffs(base)) + "\n"
     return comment, found.up_to_date or rerun.done
 

@@ -31,6 +31,7 @@ attention forward and backward); recomputation from gradient checkpointing is no
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import platform
@@ -182,13 +183,9 @@ def kernel_profiler(start_step: int, steps: int):
 
 def sync_sites(caught: list, steps: int) -> dict[str, float]:
     """Synchronizing operations per step by the line that asked for them (site-packages/ and the repo stripped)."""
-    counts: dict[str, int] = {}
-    for warning in caught:
-        if "synchronizing" not in str(warning.message):
-            continue
-        where = f"{warning.filename.split('site-packages/')[-1].split('/stages/')[-1]}:{warning.lineno}"
-        counts[where] = counts.get(where, 0) + 1
-    return {where: round(count / steps, 2) for where, count in sorted(counts.items(), key=lambda kv: -kv[1])}
+    counts = collections.Counter(f"{w.filename.split('site-packages/')[-1].split('/stages/')[-1]}:{w.lineno}"
+                                 for w in caught if "synchronizing" in str(w.message))
+    return {where: round(count / steps, 2) for where, count in counts.most_common()}
 
 
 def probe_lengths(model, token_ids: list[int], lengths: list[int], budget_gib: float) -> list[dict]:
@@ -243,7 +240,7 @@ def run(args, params) -> dict:
         learning_rate=bench.learning_rate)
     if train.load_in_4bit and not cuda:
         raise UserError("--precision 4bit needs a CUDA GPU (bitsandbytes NF4); use --precision bf16 on this machine")
-    dataclasses.replace(params, train=train)  # the options checked by the rules params.yaml's values pass
+    params = dataclasses.replace(params, train=train)  # the options checked by the rules params.yaml's values pass
     plain = bench_rows(bench)
     tokenizer = bench_tokenizer(bench, plain)
     rows = dataset.tokenized(plain, medical_cot, tokenizer)
@@ -256,7 +253,7 @@ def run(args, params) -> dict:
     if args.profile_steps:
         callbacks.append(kernel_profiler(last_timed, args.profile_steps))
     with tempfile.TemporaryDirectory() as scratch:
-        finetune.fit(session, rows, held_out or None, train, params.seed, scratch, callbacks)
+        finetune.fit(session, rows, held_out, train, params.seed, scratch, callbacks)
     result = steady_state(callbacks[0].marks, bench.warmup_steps, last_timed) | callbacks[0].peak
     if held_out:
         result["held_out"] = {"rows": len(held_out), "loss_after_training": session.log.evals[-1]["eval_loss"]}

@@ -66,8 +66,9 @@ def require_fp8_gpu() -> None:
     """FP8 matrix units: compute capability 8.9 or later (Ada, Hopper, Blackwell)."""
     import torch
 
-    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9):
-        has = device_name() if torch.cuda.is_available() else "no CUDA GPU"
+    cuda = cuda_available()
+    if not cuda or torch.cuda.get_device_capability() < (8, 9):
+        has = device_name() if cuda else "no CUDA GPU"
         raise UserError(f"train.base_precision: fp8 needs a CUDA GPU with FP8 matrix units (compute capability 8.9 "
                         f"or later: Ada, Hopper, Blackwell); this machine has {has}; use bf16")
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from stages import inference, prompts
+from stages import files, inference, prompts
 from stages.base_model import BaseModel
 from tests.conftest import copy_of, stage_env
 
@@ -53,7 +53,7 @@ def test_the_merged_export_loads_with_plain_transformers_and_answers_as_the_adap
     assert "peft" not in (merged_dir / "config.json").read_text() and not (merged_dir / "adapter_config.json").exists()
     monkeypatch.chdir(exported.path)
     with_adapter, _ = inference.load(BaseModel.read("models/base"), exported / "models/adapter", False, merge=False)
-    rows = [json.loads(line) for line in (exported / "data/prepared/eval.jsonl").read_text().splitlines()]
+    rows = files.read_jsonl(exported / "data/prepared/eval.jsonl")
     for row in rows[:3]:
         assert greedy(merged, tokenizer, row["prompt"]) == greedy(with_adapter, tokenizer, row["prompt"])
     check = json.loads((exported / "reports/export/metrics.json").read_text())

@@ -12,7 +12,9 @@ import pytest
 import yaml
 from transformers import AutoTokenizer
 
+from scripts.pr_review import locked_outs
 from stages import prompts
+from stages.files import read_jsonl
 from stages.tasks import cmeee_ner, mcq
 from tests.conftest import REPO, dvc, sh
 
@@ -37,13 +39,8 @@ def snapshot(root: Path, names: list[str]) -> dict[str, bytes]:
     return {name: (root / name).read_bytes() for name in names}
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 def out_hashes(lock: Path) -> dict[str, str]:
-    stages = yaml.safe_load(lock.read_text())["stages"]
-    return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", [])}
+    return locked_outs(yaml.safe_load(lock.read_text()))
 
 
 def test_repro_rewrites_the_committed_results_byte_for_byte(reproduced):

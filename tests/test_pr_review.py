@@ -66,16 +66,14 @@ def test_code_changes_and_results_that_differ_from_the_lock_are_stale():
     assert judge({"report": ["changed command"]}, PIPELINE, {}, LOCK).stale == {"report": ["changed command"]}
 
 
-def test_only_the_embedded_model_on_a_bundled_sample_is_rerun_on_a_cpu(tmp_path):
+def test_only_the_embedded_model_on_a_bundled_sample_is_rerun_on_a_cpu(workdir):
     assert cpu_cheap(REPO / "params.yaml") is None
     for dotted, value, reason in [
-            (("model", "name"), "unsloth/DeepSeek-R1-Distill-Llama-8B", "model.name is 'unsloth/DeepSeek-R1-Distill"),
-            (("data", "source"), "rows.json", "data.source is 'rows.json', not a bundled sample"),
-            (("lora", "r"), 0, "params.yaml is not valid (lora.r")]:
-        params = copy.deepcopy(PARAMS)
-        params[dotted[0]][dotted[1]] = value
-        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-        assert cpu_cheap(tmp_path / "params.yaml").startswith(reason)
+            ("model.name", "unsloth/DeepSeek-R1-Distill-Llama-8B", "model.name is 'unsloth/DeepSeek-R1-Distill"),
+            ("data.source", "rows.json", "data.source is 'rows.json', not a bundled sample"),
+            ("lora.r", 0, "params.yaml is not valid (lora.r")]:
+        workdir.params({dotted: value})
+        assert cpu_cheap(workdir / "params.yaml").startswith(reason)
 
 
 def test_the_workflow_is_a_thin_wrapper_around_the_review_script():

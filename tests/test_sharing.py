@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts.pr_review import Pipeline
+from scripts.pr_review import Pipeline, locked_outs
 from tests.conftest import dvc, sh, stage_env
 
 pytestmark = pytest.mark.slow
@@ -75,11 +75,10 @@ def test_the_remote_holds_the_outputs_of_both_runs_and_nothing_else(team):
     needed = set()
     for rev in ("main", experiment_ref(team["gpu"])):
         lock = yaml.safe_load(sh(["git", "show", f"{rev}:dvc.lock"], team["gpu"]).stdout)
-        for out in (out for stage in lock["stages"].values() for out in stage.get("outs", [])):
-            if out["path"] in cached:
-                needed.add(out["md5"])
-                if out["md5"].endswith(".dir"):  # a directory: its listing and every file in it
-                    needed |= {entry["md5"] for entry in json.loads(cache_file(team["gpu"], out["md5"]).read_text())}
+        for md5 in (md5 for path, md5 in locked_outs(lock).items() if path in cached):
+            needed.add(md5)
+            if md5.endswith(".dir"):  # a directory: its listing and every file in it
+                needed |= {entry["md5"] for entry in json.loads(cache_file(team["gpu"], md5).read_text())}
     assert stored == needed
     tracked = sh(["git", "ls-files", "models"], team["gpu"]).stdout.split()
     assert all(name.endswith(".gitignore") or name.startswith("models/configs/") for name in tracked), tracked

@@ -8,7 +8,7 @@ logits: bf16, their float32 upcast, log-softmax and its gradient (2 + 4 + 4 + 4 
 
 from __future__ import annotations
 
-from stages import UserError, memory, runtime, trl_cpu
+from stages import memory, runtime, trl_cpu
 from stages.base_model import BaseModel
 
 PADDING_FREE = False
@@ -27,10 +27,8 @@ def load(base: BaseModel, load_in_4bit: bool, max_seq_length: int):
 
 
 def add_lora(model, lora, seed: int, gradient_checkpointing: bool, base_precision: str):
+    """`base_precision` is always bf16 here: the params rules keep fp8 to the unsloth backend."""
     from peft import LoraConfig, get_peft_model
-
-    if base_precision != "bf16":
-        raise UserError(f"train.base_precision: {base_precision} runs on the unsloth backend only; use bf16 with hf")
 
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
