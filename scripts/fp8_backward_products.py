@@ -1,7 +1,9 @@
 """The activation-gradient products of a LoRA step's frozen base layers (grad_X = G @ W) on the 8B's shapes, on a
-CUDA GPU with FP8 units: bf16 weights; FP8 weights dequantized to bf16 first (what Unsloth's fused LoRA backward does
-with FP8 weights); FP8 throughout (G scaled by W's row scales and quantized per row in one compiled kernel, times a
-transposed FP8 copy of W). CUDA-event times, median of 20 after warm-up (reports/bench/NOTES.md).
+CUDA GPU with FP8 units, the three ways a backward can take them: bf16 weights; row-wise FP8 weights dequantized to
+bf16 first (Unsloth's fused LoRA backward, unsloth.kernels.fp8.weight_dequant); FP8 throughout, as
+`train.base_precision: fp8` runs it (stages/backends/unsloth_fp8.FP8Weight: G quantized per row in one Triton
+kernel, times W's transpose kept in FP8 per column). CUDA-event times, median of 20
+after warm-up (reports/bench/NOTES.md).
 
     python scripts/fp8_backward_products.py [TOKENS] > reports/bench/levers/fp8-backward-products.json
 """
@@ -9,8 +11,12 @@ transposed FP8 copy of W). CUDA-event times, median of 20 after warm-up (reports
 import json
 import statistics
 import sys
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from stages.backends.unsloth_fp8 import FP8Weight, to_fp8  # noqa: E402
 
 TOKENS = int(sys.argv[1]) if len(sys.argv) > 1 else 6912
 """A batch-8 step of the demo rows' length mix packs about this many tokens."""
@@ -36,30 +42,21 @@ def timed(fn, reps: int = 20) -> float:
     return statistics.median(times)
 
 
-@torch.compile
-def quantize_scaled_rows(g, w_scale_row):
-    scaled = g.float() * w_scale_row  # W's per-row scales folded into G's columns
-    scale = scaled.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 448.0
-    return (scaled / scale).to(torch.float8_e4m3fn), scale
-
-
 def measure(n: int, k: int) -> dict:
+    from unsloth.kernels.fp8 import weight_dequant
+
     g = torch.randn(TOKENS, n, device="cuda", dtype=torch.bfloat16)
-    w = (torch.randn(n, k, device="cuda") * 0.02).to(torch.bfloat16)
-    w_scale = w.abs().amax(dim=1, keepdim=True).float() / 448.0
-    w_fp8 = (w.float() / w_scale).to(torch.float8_e4m3fn)
-    w_fp8_t = w_fp8.t().contiguous()  # W as [N, K] column-major: what _scaled_mm takes second
-    ones = torch.ones(1, k, device="cuda")
-
-    def fp8():
-        gq, gs = quantize_scaled_rows(g, w_scale.view(1, -1))
-        return torch._scaled_mm(gq, w_fp8_t.t(), scale_a=gs, scale_b=ones, out_dtype=torch.bfloat16)
-
+    linear = torch.nn.Linear(k, n, bias=False, device="cuda", dtype=torch.bfloat16)
+    torch.nn.init.normal_(linear.weight, std=0.02)
+    w = linear.weight.detach().clone()
+    to_fp8(torch.nn.ModuleDict({"proj": linear}), ["proj"])
+    fp8_weight = FP8Weight.of(linear.weight, torch.bfloat16)
     times = {"bf16_ms": timed(lambda: g @ w),
-             "fp8_weights_dequantized_ms": timed(lambda: g @ (w_fp8.to(torch.bfloat16) * w_scale.to(torch.bfloat16))),
-             "fp8_ms": timed(fp8)}
+             "fp8_weights_dequantized_ms": timed(
+                 lambda: g @ weight_dequant(linear.weight, linear.weight_scale, torch.bfloat16)),
+             "fp8_ms": timed(lambda: g @ fp8_weight)}
     exact = g.float() @ w.float()
-    error = ((fp8().float() - exact).norm() / exact.norm()).item()
+    error = (((g @ fp8_weight).float() - exact).norm() / exact.norm()).item()
     flop = 2 * TOKENS * n * k
     return {**{key: round(ms, 3) for key, ms in times.items()}, "fp8_relative_error": round(error, 4),
             "bf16_tflops": round(flop / times["bf16_ms"] / 1e9, 1),

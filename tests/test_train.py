@@ -66,12 +66,12 @@ def test_4bit_without_gpu_is_refused_in_one_sentence(workdir):
 
 
 def test_fp8_base_keeps_each_weight_row_within_float8_precision_and_leaves_other_layers_alone():
-    """train.base_precision: fp8 (stages/backends/unsloth_backend.to_fp8) on a tiny Llama, on the CPU: every
+    """train.base_precision: fp8 (stages/backends/unsloth_fp8.to_fp8) on a tiny Llama, on the CPU: every
     projection LoRA will wrap becomes float8 with a per-row scale whose product is the weight to float8's 3
     mantissa bits; a layer LoRA leaves alone, or one already quantized (a Linear subclass), is not touched."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from stages.backends import unsloth_backend
+    from stages.backends import unsloth_fp8
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -83,7 +83,7 @@ def test_fp8_base_keeps_each_weight_row_within_float8_precision_and_leaves_other
     model.model.layers[1].mlp.down_proj = QuantizedLinear(64, 32, bias=False, dtype=torch.bfloat16)
     before = {name: module.weight.detach().clone() for name, module in model.named_modules()
               if isinstance(module, torch.nn.Linear)}
-    assert unsloth_backend.to_fp8(model, ["q_proj", "v_proj", "down_proj"]) == 2 + 2 + 1
+    assert unsloth_fp8.to_fp8(model, ["q_proj", "v_proj", "down_proj"]) == 2 + 2 + 1
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.Linear):
             continue
@@ -96,3 +96,95 @@ def test_fp8_base_keeps_each_weight_row_within_float8_precision_and_leaves_other
             assert error.max() <= 2**-4  # half a float8_e4m3fn step at the row's largest magnitude
         else:
             assert torch.equal(module.weight, before[name]), name
+
+
+def test_unsloth_fused_lora_multiplies_fp8_base_weights_in_fp8_both_ways():
+    """Unsloth's own fused LoRA code on the CPU, with FP8 weights from unsloth_fp8.to_fp8 after keep_fp8_products:
+    the forward product (matmul_lora) and the backward functions (LoRA_W, LoRA_QKV, LoRA_MLP) agree with the same
+    code on the weights dequantized to bf16 to the precision of FP8 operands (a few percent) and are not those
+    products (the FP8 path ran); the LoRA gradients that do not go through the base weight are identical."""
+    from types import SimpleNamespace
+
+    from unsloth.kernels import fast_lora
+    from unsloth.kernels.swiglu import _DWf_DW_dfg_traced
+    from unsloth.kernels.utils import matmul_lora
+
+    from stages.backends import unsloth_fp8
+
+    unsloth_fp8.keep_fp8_products()
+    torch.manual_seed(0)
+    tokens, hidden, kv, intermediate, r = 48, 64, 32, 128, 4
+    bf16 = torch.bfloat16
+
+    def fp8_projection(out_features, in_features):
+        linear = torch.nn.Linear(in_features, out_features, bias=False, dtype=bf16)
+        unsloth_fp8.to_fp8(torch.nn.ModuleDict({"proj": linear}), ["proj"])
+        dequantized = (linear.weight.float() * linear.weight_scale).to(bf16)
+        lora = (torch.randn(r, in_features, dtype=bf16) * 0.1, torch.randn(out_features, r, dtype=bf16) * 0.1, 2.0)
+        return (linear.weight, linear.weight_scale, lora), (dequantized, None, lora)
+
+    def backward(function, projections, saved_after, grads, custom_after=(), **ctx):
+        custom, saved = [], []
+        for weight, quant, (a, b, s) in projections:
+            custom += [weight, quant, s]
+            saved += [a, b]
+        ctx = SimpleNamespace(custom_saved_tensors=(*custom, *custom_after), biases=(False,) * len(projections),
+                              inplace=False, _fwd_used_autocast=False, _dtype=bf16, **ctx)  # as custom_bwd reads
+        ctx.saved_tensors = saved_after(saved)
+        return function.backward(ctx, *grads)
+
+    def relative_error(got, want):
+        return ((got.float() - want.float()).norm() / want.float().norm()).item()
+
+    x = torch.randn(1, tokens, hidden, dtype=bf16)
+    o = fp8_projection(hidden, hidden)
+    qkv = [fp8_projection(hidden, hidden), fp8_projection(kv, hidden), fp8_projection(kv, hidden)]
+    mlp = [fp8_projection(intermediate, hidden), fp8_projection(intermediate, hidden),
+           fp8_projection(hidden, intermediate)]
+    e, g = torch.randn(tokens, intermediate, dtype=bf16), torch.randn(tokens, intermediate, dtype=bf16)
+    d_hidden, d_kv = torch.randn(1, tokens, hidden, dtype=bf16), torch.randn(1, tokens, kv, dtype=bf16)
+    cases = {
+        "LoRA_W": lambda k: backward(fast_lora.LoRA_W, [o[k]], lambda s: (*s, x, None), [d_hidden],
+                                     dropout_p=0.0, has_bias=False),
+        "LoRA_QKV": lambda k: backward(fast_lora.LoRA_QKV, [p[k] for p in qkv], lambda s: (x, *s, None, None, None),
+                                       [d_hidden, d_kv, d_kv.flip(1)], dropout_p=(0.0, 0.0, 0.0)),
+        "LoRA_MLP": lambda k: backward(fast_lora.LoRA_MLP, [p[k] for p in mlp],
+                                       lambda s: (*s, x, e.clone(), g.clone(), None, None, None), [d_hidden],
+                                       custom_after=[_DWf_DW_dfg_traced], dropout_p=(0.0, 0.0, 0.0)),
+    }
+    (weight, quant, lora), (dequantized, _, _) = o
+    assert 0 < relative_error(matmul_lora(x, weight, quant, *lora), matmul_lora(x, dequantized, None, *lora)) < 0.05
+    for name, run in cases.items():
+        fp8, reference = run(0), run(1)
+        assert 0 < relative_error(fp8[0], reference[0]) < 0.05, name
+        for got, want in zip(fp8[1:], reference[1:]):
+            if want is None:
+                assert got is None
+            elif name == "LoRA_MLP":  # the base down product feeds every LoRA gradient of the MLP
+                assert relative_error(got, want) < 0.05, name
+            else:
+                assert torch.equal(got, want), name
+    backward_weight = fast_lora.fast_dequantize(weight.t(), quant, dtype=bf16)
+    assert isinstance(backward_weight, unsloth_fp8.FP8Weight)
+    with pytest.raises(TypeError):
+        torch.add(x, backward_weight)
+
+
+@pytest.mark.skipif(not CUDA, reason="the Triton kernel runs on a CUDA GPU")
+def test_fp8_row_quantization_kernel_matches_the_cpu_reference():
+    """unsloth_fp8.quantize_rows on a GPU (one Triton kernel) against the same quantization in torch on the CPU:
+    rows across 6 orders of magnitude and one of zeros, a row length that is no multiple of the kernel's block, a
+    transposed (strided) input."""
+    from stages.backends import unsloth_fp8
+
+    torch.manual_seed(0)
+    x = torch.randn(37, 3000, dtype=torch.bfloat16) * torch.logspace(-3, 3, 37).view(-1, 1)
+    x[5] = 0
+    for cpu in (x, x[:, :1000].t()):
+        gpu_quantized, gpu_scale = unsloth_fp8.quantize_rows(cpu.cuda())
+        quantized, scale = unsloth_fp8.quantize_rows(cpu)
+        assert torch.allclose(gpu_scale.cpu(), scale, rtol=1e-6, atol=0)
+        got, want = gpu_quantized.cpu().float(), quantized.float()
+        differ = got != want  # a division rounded the other way: one float8 step apart at most
+        step = torch.maximum(want.abs() / 8, torch.tensor(2.0**-9))  # float8_e4m3fn's smallest step near zero
+        assert differ.float().mean() < 1e-3 and ((got - want).abs() <= step)[differ].all()
