@@ -6,6 +6,7 @@
         --gradient-accumulation-steps 1 --profile-steps 2 --tag profile-b8   # + where the GPU time goes
     python -m stages.bench run --backend unsloth --precision bf16 --gradient-checkpointing off --batch-size 8 \
         --gradient-accumulation-steps 1 --logging-steps 10 --base-precision fp8 --held-out 16 --tag fp8-b8
+    python scripts/bench_flash_varlen.py run ...   # the same, one varlen attention call per layer on torch < 2.12
     python -m stages.bench chart reports/bench/*.json                        # results -> chart
     python -m stages.bench generate                                          # decoding: generate() vs the static engine
     python3 -m dvc repro bench/dvc.yaml                                      # every stage (bench/dvc.yaml)

@@ -107,8 +107,9 @@ class TrainConfig:
     load_in_4bit: bool
     """QLoRA: load the base model in 4-bit NF4 (needs a CUDA GPU)."""
     base_precision: Literal["bf16", "fp8"]
-    """Weights of the frozen base's LoRA-targeted projections: `bf16`, or `fp8` (row-wise scaled float8, forward
-    matrix products in FP8; unsloth backend on a GPU with FP8 units, compute capability 8.9+)."""
+    """Weights of the frozen base's LoRA-targeted projections: `bf16`, or `fp8` (scaled float8 copies, forward and
+    activation-gradient products in FP8, the memory of bf16; unsloth backend on a GPU with FP8 units, compute
+    capability 8.9+)."""
     max_seq_length: int
     """Longest training sequence in tokens; longer rows are truncated (prepare counts them)."""
     per_device_train_batch_size: int
