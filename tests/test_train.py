@@ -98,19 +98,23 @@ def test_fp8_base_keeps_each_weight_row_within_float8_precision_and_leaves_other
             assert torch.equal(module.weight, before[name]), name
 
 
-def test_unsloth_fused_lora_multiplies_fp8_base_weights_in_fp8_both_ways():
+def test_unsloth_fused_lora_multiplies_fp8_base_weights_in_fp8_both_ways(monkeypatch):
     """Unsloth's own fused LoRA code on the CPU, with FP8 weights from unsloth_fp8.to_fp8 after keep_fp8_products:
     the forward product (matmul_lora) and the backward functions (LoRA_W, LoRA_QKV, LoRA_MLP) agree with the same
     code on the weights dequantized to bf16 to the precision of FP8 operands (a few percent) and are not those
-    products (the FP8 path ran); the LoRA gradients that do not go through the base weight are identical."""
+    products (the FP8 path ran); the LoRA gradients that do not go through the base weight are identical; the
+    in-place backward (dX written over X) gives the same dX."""
     from types import SimpleNamespace
 
     from unsloth.kernels import fast_lora
     from unsloth.kernels.swiglu import _DWf_DW_dfg_traced
+    from unsloth.kernels import utils
     from unsloth.kernels.utils import matmul_lora
 
     from stages.backends import unsloth_fp8
 
+    monkeypatch.setattr(utils, "fp8_linear", utils.fp8_linear)  # put Unsloth's own back afterwards
+    monkeypatch.setattr(fast_lora, "fast_dequantize", fast_lora.fast_dequantize)
     unsloth_fp8.keep_fp8_products()
     torch.manual_seed(0)
     tokens, hidden, kv, intermediate, r = 48, 64, 32, 128, 4
@@ -123,13 +127,13 @@ def test_unsloth_fused_lora_multiplies_fp8_base_weights_in_fp8_both_ways():
         lora = (torch.randn(r, in_features, dtype=bf16) * 0.1, torch.randn(out_features, r, dtype=bf16) * 0.1, 2.0)
         return (linear.weight, linear.weight_scale, lora), (dequantized, None, lora)
 
-    def backward(function, projections, saved_after, grads, custom_after=(), **ctx):
+    def backward(function, projections, saved_after, grads, custom_after=(), inplace=False, **ctx):
         custom, saved = [], []
         for weight, quant, (a, b, s) in projections:
             custom += [weight, quant, s]
             saved += [a, b]
         ctx = SimpleNamespace(custom_saved_tensors=(*custom, *custom_after), biases=(False,) * len(projections),
-                              inplace=False, _fwd_used_autocast=False, _dtype=bf16, **ctx)  # as custom_bwd reads
+                              inplace=inplace, _fwd_used_autocast=False, _dtype=bf16, **ctx)  # as custom_bwd reads
         ctx.saved_tensors = saved_after(saved)
         return function.backward(ctx, *grads)
 
@@ -164,6 +168,10 @@ def test_unsloth_fused_lora_multiplies_fp8_base_weights_in_fp8_both_ways():
                 assert relative_error(got, want) < 0.05, name
             else:
                 assert torch.equal(got, want), name
+    x_overwritten = x.clone()
+    in_place = backward(fast_lora.LoRA_QKV, [p[0] for p in qkv], lambda s: (x_overwritten, *s, None, None, None),
+                        [d_hidden, d_kv, d_kv.flip(1)], inplace=True, dropout_p=(0.0, 0.0, 0.0))
+    assert torch.equal(in_place[0], cases["LoRA_QKV"](0)[0]) and in_place[0].data_ptr() == x_overwritten.data_ptr()
     backward_weight = fast_lora.fast_dequantize(weight.t(), quant, dtype=bf16)
     assert isinstance(backward_weight, unsloth_fp8.FP8Weight)
     with pytest.raises(TypeError):
@@ -173,14 +181,14 @@ def test_unsloth_fused_lora_multiplies_fp8_base_weights_in_fp8_both_ways():
 @pytest.mark.skipif(not CUDA, reason="the Triton kernel runs on a CUDA GPU")
 def test_fp8_row_quantization_kernel_matches_the_cpu_reference():
     """unsloth_fp8.quantize_rows on a GPU (one Triton kernel) against the same quantization in torch on the CPU:
-    rows across 6 orders of magnitude and one of zeros, a row length that is no multiple of the kernel's block, a
-    transposed (strided) input."""
+    rows across 6 orders of magnitude and one of zeros, a row length that is no multiple of the kernel's block, rows
+    further apart than their length, a transposed input."""
     from stages.backends import unsloth_fp8
 
     torch.manual_seed(0)
     x = torch.randn(37, 3000, dtype=torch.bfloat16) * torch.logspace(-3, 3, 37).view(-1, 1)
     x[5] = 0
-    for cpu in (x, x[:, :1000].t()):
+    for cpu in (x, x[:, :1000], x[:, :1000].t()):
         gpu_quantized, gpu_scale = unsloth_fp8.quantize_rows(cpu.cuda())
         quantized, scale = unsloth_fp8.quantize_rows(cpu)
         assert torch.allclose(gpu_scale.cpu(), scale, rtol=1e-6, atol=0)
@@ -188,3 +196,31 @@ def test_fp8_row_quantization_kernel_matches_the_cpu_reference():
         differ = got != want  # a division rounded the other way: one float8 step apart at most
         step = torch.maximum(want.abs() / 8, torch.tensor(2.0**-9))  # float8_e4m3fn's smallest step near zero
         assert differ.float().mean() < 1e-3 and ((got - want).abs() <= step)[differ].all()
+
+
+def test_fp8_weights_keep_their_backward_copies_through_peft_and_drop_them_with_the_model():
+    """After to_fp8, PEFT's LoRA wrapping keeps every FP8 weight where its backward copy is found
+    (require_fp8_weights passes); a weight cast back to bf16 is refused; the copies go when the model does, so no
+    later tensor at a reused address finds a stale one."""
+    import gc
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from stages.backends import unsloth_fp8
+
+    projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2)).to(torch.bfloat16)
+    before = len(unsloth_fp8._BACKWARD_COPIES)
+    converted = unsloth_fp8.to_fp8(model, projections)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=projections))
+    unsloth_fp8.require_fp8_weights(model, converted)
+    assert converted == 14 and len(unsloth_fp8._BACKWARD_COPIES) == before + 14
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj.base_layer
+    layer.weight = torch.nn.Parameter(layer.weight.to(torch.bfloat16), requires_grad=False)
+    with pytest.raises(RuntimeError, match="left 13 of 14 FP8 base weights"):
+        unsloth_fp8.require_fp8_weights(model, converted)
+    del model, layer
+    gc.collect()
+    assert len(unsloth_fp8._BACKWARD_COPIES) == before

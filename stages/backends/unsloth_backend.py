@@ -2,7 +2,7 @@
 
 On a machine without a GPU, Unsloth 2026.10 falls back to stock transformers + peft; the calls are the same.
 Its collator packs a micro-batch's rows without padding. `train.base_precision: fp8` stores the LoRA-wrapped
-base weights in row-wise scaled FP8, multiplied in FP8 both ways (unsloth_fp8.py). Activations
+base weights twice in scaled FP8 (as W and as W.t()), multiplied in FP8 both ways (unsloth_fp8.py). Activations
 kept for backward per token, with no recomputation (bf16): per layer the inputs and outputs of both RMSNorms
 (4h), q and the attention output kept by flash-attention (2h), k and v (2 kv), and gate and up (2i): its fused
 LoRA MLP recomputes SwiGLU, and its chunked cross-entropy never holds the full logits.

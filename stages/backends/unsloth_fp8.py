@@ -15,6 +15,8 @@ far more host time per call: reports/bench/NOTES.md). Both FP8 copies together t
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import triton
 import triton.language as tl
@@ -23,7 +25,8 @@ FP8_MAX = 448.0
 """The largest finite float8_e4m3fn value."""
 _BACKWARD_COPIES: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 """data_ptr of each converted weight -> (W.t() in FP8, row-major [in, out]; its per-input-column scales [1, in]).
-Unsloth hands its kernels the weight tensor (or a view of it), not the module, so the copy is found by address."""
+Unsloth hands its kernels the weight tensor (or a view of it), not the module, so the copy is found by address; an
+entry goes when its weight does."""
 
 
 def to_fp8(model, target_modules: list[str]) -> int:
@@ -35,11 +38,12 @@ def to_fp8(model, target_modules: list[str]) -> int:
         if type(module) is torch.nn.Linear and name.rsplit(".", 1)[-1] in target_modules:  # not a quantized one
             weight = module.weight.data
             rows, row_scale = quantize_rows(weight)
-            columns, column_scale = quantize_rows(weight.t())
+            transposed, column_scale = quantize_rows(weight.t())
             module.weight = torch.nn.Parameter(rows, requires_grad=False)
             module.register_buffer("weight_scale", row_scale)
             module.compute_dtype = weight.dtype
-            _BACKWARD_COPIES[rows.data_ptr()] = (columns, column_scale.view(1, -1))
+            _BACKWARD_COPIES[rows.data_ptr()] = (transposed, column_scale.view(1, -1))
+            weakref.finalize(module.weight, _BACKWARD_COPIES.pop, rows.data_ptr(), None)
             converted += 1
     torch.cuda.empty_cache()
     return converted
@@ -72,10 +76,10 @@ def keep_fp8_products() -> None:
         return linear(X, weight, weight_scale, bias)
 
     def fast_dequantize(weight, quant_state=None, *args, dtype=None, **kwargs):
-        if weight.dtype == torch.float8_e4m3fn and weight.dim() == 2 and weight.stride(0) == 1:
-            backward_weight = FP8Weight.of(weight.t(), dtype or torch.bfloat16)
-            if backward_weight is not None:
-                return backward_weight.t()
+        transposed = weight.dim() == 2 and weight.stride(0) == 1
+        backward_weight = FP8Weight.of(weight.t(), dtype or torch.bfloat16) if transposed else None
+        if backward_weight is not None:
+            return backward_weight.t()
         return dequantize(weight, quant_state, *args, dtype=dtype, **kwargs)
 
     fp8_linear.keeps_fp8 = True
@@ -91,33 +95,37 @@ def _backward_copy(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | 
 
 
 def forward_product(x: torch.Tensor, weight: torch.Tensor, row_scale: torch.Tensor) -> torch.Tensor:
-    """x [tokens, in] @ W.t() for W = row_scale * weight (FP8 [out, in])."""
-    quantized, x_scale = quantize_rows(x)
-    return torch._scaled_mm(quantized, weight.t(), scale_a=x_scale, scale_b=row_scale.view(1, -1),
-                            out_dtype=x.dtype, use_fast_accum=True)
+    """x [..., in] @ W.t() for W = row_scale * weight (FP8 [out, in]), with the fast accumulation Unsloth's own FP8
+    forward uses (the held-out loss of the FP8 runs was measured with it)."""
+    quantized, x_scale = quantize_rows(x.reshape(-1, x.shape[-1]))
+    product = torch._scaled_mm(quantized, weight.t(), scale_a=x_scale, scale_b=row_scale.view(1, -1),
+                               out_dtype=x.dtype, use_fast_accum=True)
+    return product.view(*x.shape[:-1], -1)
 
 
 class FP8Weight:
-    """W = column_scale * transposed.t() (transposed: FP8 [in, out], row-major), or its transpose, standing in for
-    the bf16 weight Unsloth's backward would multiply with. The products it takes there (`torch.matmul(G, W,
+    """W = column_scale * transposed.t() (transposed: FP8 [in, out], row-major), or W.t() (`is_transpose`), standing
+    in for the bf16 weight Unsloth's backward would multiply with. The products it takes there (`torch.matmul(G, W,
     out=...)`, `G @ W`, `out.addmm_(G, W, alpha=, beta=)`) reach `__torch_function__` and run in FP8; any other
     use raises."""
 
-    def __init__(self, transposed: torch.Tensor, column_scale: torch.Tensor, dtype: torch.dtype, as_w: bool = True):
-        self.transposed, self.column_scale, self.dtype, self.as_w = transposed, column_scale, dtype, as_w
+    def __init__(self, transposed: torch.Tensor, column_scale: torch.Tensor, dtype: torch.dtype,
+                 is_transpose: bool = False):
+        self.transposed, self.column_scale, self.dtype = transposed, column_scale, dtype
+        self.is_transpose = is_transpose
 
     @classmethod
     def of(cls, weight: torch.Tensor, dtype: torch.dtype) -> FP8Weight | None:
-        """The backward copy `to_fp8` made of this FP8 weight [out, in], if it made one."""
+        """W for this FP8 weight [out, in] from the backward copy `to_fp8` made of it; None if it made none."""
         copy = _backward_copy(weight)
         return None if copy is None else cls(*copy, dtype)
 
     def t(self) -> FP8Weight:
-        return FP8Weight(self.transposed, self.column_scale, self.dtype, not self.as_w)
+        return FP8Weight(self.transposed, self.column_scale, self.dtype, not self.is_transpose)
 
     def times(self, grad: torch.Tensor) -> torch.Tensor:
-        """grad [tokens, out] @ W, in FP8 with float32 accumulation."""
-        if not self.as_w:
+        """grad [..., out] @ W, in FP8 with exact float32 accumulation (as the products benchmark measured it)."""
+        if self.is_transpose:
             raise TypeError("FP8Weight multiplies as W (the backward's orientation), not as W.t()")
         quantized, grad_scale = quantize_rows(grad.reshape(-1, grad.shape[-1]))
         product = torch._scaled_mm(quantized, self.transposed.t(), scale_a=grad_scale, scale_b=self.column_scale,
