@@ -16,15 +16,18 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from stages.backends.unsloth_fp8 import FP8Weight, to_fp8  # noqa: E402
+from stages.backends.unsloth_fp8 import backward_weight, to_fp8  # noqa: E402
 
 TOKENS = int(sys.argv[1]) if len(sys.argv) > 1 else 6912
 """A batch-8 step of the demo rows' length mix packs about this many tokens."""
-SHAPES = {"q_proj/o_proj": (4096, 4096), "k_proj/v_proj": (1024, 4096), "gate_proj/up_proj": (14336, 4096),
-          "down_proj": (4096, 14336)}
+MODEL = json.loads((Path(__file__).resolve().parent.parent / "models/configs/DeepSeek-R1-Distill-Llama-8B/config.json")
+                   .read_text())
+HIDDEN, INTERMEDIATE, LAYERS = MODEL["hidden_size"], MODEL["intermediate_size"], MODEL["num_hidden_layers"]
+KV = MODEL["num_key_value_heads"] * HIDDEN // MODEL["num_attention_heads"]
+SHAPES = {"q_proj/o_proj": (HIDDEN, HIDDEN), "k_proj/v_proj": (KV, HIDDEN), "gate_proj/up_proj": (INTERMEDIATE, HIDDEN),
+          "down_proj": (HIDDEN, INTERMEDIATE)}
 """(N out, K in) of each weight W of the 8B; grad_X = G[TOKENS, N] @ W[N, K]."""
 PER_LAYER = {"q_proj/o_proj": 2, "k_proj/v_proj": 2, "gate_proj/up_proj": 2, "down_proj": 1}
-LAYERS = 32
 VARIANTS = ("bf16_ms", "fp8_weights_dequantized_ms", "fp8_ms")
 
 
@@ -50,7 +53,7 @@ def measure(n: int, k: int) -> dict:
     torch.nn.init.normal_(linear.weight, std=0.02)
     w = linear.weight.detach().clone()
     to_fp8(torch.nn.ModuleDict({"proj": linear}), ["proj"])
-    fp8_weight = FP8Weight.of(linear.weight, torch.bfloat16)
+    fp8_weight = backward_weight(linear.weight).t()  # W, as the backward multiplies with it
     times = {"bf16_ms": timed(lambda: g @ w),
              "fp8_weights_dequantized_ms": timed(
                  lambda: g @ weight_dequant(linear.weight, linear.weight_scale, torch.bfloat16)),

@@ -75,12 +75,13 @@ class Pipeline:
 
     def downstream(self, stages: set[str]) -> list[str]:
         """The stages that read, directly or through others, what `stages` write (in dvc.yaml's order)."""
+        feeds = {stage: {self.producer(dep) for dep in deps} for stage, deps in self.deps.items()}
         reached = set(stages)
         changed = True
         while changed:
             changed = False
-            for stage, deps in self.deps.items():
-                if stage not in reached and any(self.producer(dep) in reached for dep in deps):
+            for stage, producers in feeds.items():
+                if stage not in reached and producers & reached:
                     reached.add(stage)
                     changed = True
         return [stage for stage in self.deps if stage in reached - stages]

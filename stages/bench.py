@@ -237,7 +237,7 @@ def run(args, params) -> dict:
         gradient_accumulation_steps=args.gradient_accumulation_steps or bench.gradient_accumulation_steps,
         gradient_checkpointing=args.gradient_checkpointing or bench.gradient_checkpointing,
         max_steps=last_timed + args.profile_steps, logging_steps=args.logging_steps,
-        save_steps=last_timed + args.profile_steps if args.held_out else 10**9, packing=False,
+        save_steps=10**9, packing=False,
         learning_rate=bench.learning_rate)
     if train.load_in_4bit and not cuda:
         raise UserError("--precision 4bit needs a CUDA GPU (bitsandbytes NF4); use --precision bf16 on this machine")
@@ -250,16 +250,15 @@ def run(args, params) -> dict:
 
     session = finetune.setup(BaseModel(weights, None, weights, init="random"), train, params.lora, params.seed,
                              [r["n_tokens"] for r in rows])
-    callbacks = [step_timer(session.log, bench.warmup_steps, last_timed)]
-    if args.profile_steps:
-        callbacks.append(kernel_profiler(last_timed, args.profile_steps))
-    with tempfile.TemporaryDirectory() as scratch:
-        finetune.fit(session, rows, held_out, train, params.seed, scratch, callbacks)
-    result = steady_state(callbacks[0].marks, bench.warmup_steps, last_timed) | callbacks[0].peak
+    timer = step_timer(session.log, bench.warmup_steps, last_timed)
+    profiler = kernel_profiler(last_timed, args.profile_steps) if args.profile_steps else None
+    with tempfile.TemporaryDirectory() as scratch:  # the Trainer scores the held-out rows after its last step
+        finetune.fit(session, rows, held_out, train, params.seed, scratch, [timer, *([profiler] if profiler else [])])
+    result = steady_state(timer.marks, bench.warmup_steps, last_timed) | timer.peak
     if held_out:
         result["held_out"] = {"rows": len(held_out), "loss_after_training": session.log.evals[-1]["eval_loss"]}
-    if args.profile_steps:
-        result["profile"] = callbacks[-1].breakdown
+    if profiler:
+        result["profile"] = profiler.breakdown
     return describe(result, session, rows, train, params, args)
 
 

@@ -48,6 +48,8 @@ def resolve_optim(optim: str, cuda: bool) -> str:
 def setup(base: BaseModel, train, lora, seed: int, lengths: list[int]) -> Session:
     """The base model with LoRA, ready to train on rows of these token lengths."""
     base_model.check_lora(base, lora)
+    if train.base_precision == "fp8":
+        runtime.require_fp8_gpu()  # before the weights load
     runtime.setup(seed)
     backend = backends.get(train.backend)
     model, tokenizer = backend.load(base, train.load_in_4bit, train.max_seq_length)

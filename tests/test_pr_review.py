@@ -45,11 +45,12 @@ def test_a_param_change_names_its_stage_the_keys_and_what_runs_downstream():
     params = copy.deepcopy(PARAMS)
     params["lora"]["r"] = 8
     changes = params_changes(LOCK, params, PIPELINE)
-    assert changes == {"train": ["lora.r: 16 -> 8"], "report": ["lora.r: 16 -> 8"]}
+    line = f"lora.r: {PARAMS['lora']['r']} -> 8"
+    assert changes == {"train": [line], "report": [line]}
     status = with_change("train", "changed deps", "params.yaml", {"lora": "modified"})
     status = {**status, "report": [*status["report"], {"changed deps": {"params.yaml": {"lora": "modified"}}}]}
     verdict = judge(status, PIPELINE, changes, LOCK)
-    assert verdict.stale == {"train": ["lora.r: 16 -> 8"], "report": ["lora.r: 16 -> 8"]}
+    assert verdict.stale == {"train": [line], "report": [line]}
     assert verdict.downstream == ["evaluate"]
 
 

@@ -208,19 +208,20 @@ def test_fp8_weights_keep_their_backward_copies_through_peft_and_drop_them_with_
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from stages.backends import unsloth_fp8
+    from stages.config import PROJECTIONS
 
-    projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                          num_attention_heads=4, num_key_value_heads=2)).to(torch.bfloat16)
-    before = len(unsloth_fp8._BACKWARD_COPIES)
-    converted = unsloth_fp8.to_fp8(model, projections)
-    model = get_peft_model(model, LoraConfig(r=4, target_modules=projections))
+    expected = len(PROJECTIONS) * model.config.num_hidden_layers
+    before = len(unsloth_fp8._BACKWARD_WEIGHTS)
+    converted = unsloth_fp8.to_fp8(model, list(PROJECTIONS))
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=list(PROJECTIONS)))
     unsloth_fp8.require_fp8_weights(model, converted)
-    assert converted == 14 and len(unsloth_fp8._BACKWARD_COPIES) == before + 14
+    assert converted == expected and len(unsloth_fp8._BACKWARD_WEIGHTS) == before + expected
     layer = model.base_model.model.model.layers[0].self_attn.q_proj.base_layer
     layer.weight = torch.nn.Parameter(layer.weight.to(torch.bfloat16), requires_grad=False)
-    with pytest.raises(RuntimeError, match="left 13 of 14 FP8 base weights"):
+    with pytest.raises(RuntimeError, match=f"left {expected - 1} of {expected} FP8 base weights"):
         unsloth_fp8.require_fp8_weights(model, converted)
     del model, layer
     gc.collect()
-    assert len(unsloth_fp8._BACKWARD_COPIES) == before
+    assert len(unsloth_fp8._BACKWARD_WEIGHTS) == before

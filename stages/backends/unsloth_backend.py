@@ -36,7 +36,6 @@ def add_lora(model, lora, seed: int, gradient_checkpointing: bool, base_precisio
     from unsloth import FastLanguageModel
 
     if base_precision == "fp8":
-        runtime.require_fp8_gpu()
         from stages.backends import unsloth_fp8
 
         quantized = unsloth_fp8.to_fp8(model, lora.target_modules)

@@ -23,10 +23,10 @@ import triton.language as tl
 
 FP8_MAX = 448.0
 """The largest finite float8_e4m3fn value."""
-_BACKWARD_COPIES: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-"""data_ptr of each converted weight -> (W.t() in FP8, row-major [in, out]; its per-input-column scales [1, in]).
-Unsloth hands its kernels the weight tensor (or a view of it), not the module, so the copy is found by address; an
-entry goes when its weight does."""
+_BACKWARD_WEIGHTS: dict[int, FP8Weight] = {}
+"""data_ptr of each converted weight -> the W.t() Unsloth's backward gets for it (its transposed FP8 copy). Unsloth
+hands its kernels the weight tensor (or a view of it), not the module, so the copy is found by address; an entry
+goes when its weight does."""
 
 
 def to_fp8(model, target_modules: list[str]) -> int:
@@ -42,8 +42,9 @@ def to_fp8(model, target_modules: list[str]) -> int:
             module.weight = torch.nn.Parameter(rows, requires_grad=False)
             module.register_buffer("weight_scale", row_scale)
             module.compute_dtype = weight.dtype
-            _BACKWARD_COPIES[rows.data_ptr()] = (transposed, column_scale.view(1, -1))
-            weakref.finalize(module.weight, _BACKWARD_COPIES.pop, rows.data_ptr(), None)
+            _BACKWARD_WEIGHTS[rows.data_ptr()] = FP8Weight(transposed, column_scale.view(1, -1), weight.dtype,
+                                                           is_transpose=True)
+            weakref.finalize(module.weight, _BACKWARD_WEIGHTS.pop, rows.data_ptr(), None)
             converted += 1
     torch.cuda.empty_cache()
     return converted
@@ -53,7 +54,7 @@ def require_fp8_weights(model, converted: int) -> None:
     """Fail if a later step (get_peft_model) cast FP8 weights back (they would compute with raw FP8 values) or
     moved them (their backward copies would no longer be found)."""
     fp8 = [p for p in model.parameters() if p.dtype == torch.float8_e4m3fn]
-    found = sum(_backward_copy(p) is not None for p in fp8)
+    found = sum(backward_weight(p) is not None for p in fp8)
     if len(fp8) != converted or found != converted:
         raise RuntimeError(f"Unsloth's get_peft_model left {len(fp8)} of {converted} FP8 base weights, {found} of "
                            "them where their backward copies are")
@@ -71,27 +72,25 @@ def keep_fp8_products() -> None:
     linear, dequantize = utils.fp8_linear, fast_lora.fast_dequantize
 
     def fp8_linear(X, weight, weight_scale, bias=None):
-        if bias is None and _backward_copy(weight) is not None and weight.stride(1) == 1:
+        if bias is None and backward_weight(weight) is not None and weight.stride(1) == 1:
             return forward_product(X, weight, weight_scale)
         return linear(X, weight, weight_scale, bias)
 
     def fast_dequantize(weight, quant_state=None, *args, dtype=None, **kwargs):
-        transposed = weight.dim() == 2 and weight.stride(0) == 1
-        backward_weight = FP8Weight.of(weight.t(), dtype or torch.bfloat16) if transposed else None
-        if backward_weight is not None:
-            return backward_weight.t()
-        return dequantize(weight, quant_state, *args, dtype=dtype, **kwargs)
+        found = backward_weight(weight) if weight.dim() == 2 and weight.stride(0) == 1 else None  # a W.t() view
+        return found if found is not None else dequantize(weight, quant_state, *args, dtype=dtype, **kwargs)
 
     fp8_linear.keeps_fp8 = True
     utils.fp8_linear, fast_lora.fast_dequantize = fp8_linear, fast_dequantize
 
 
-def _backward_copy(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The backward copy `to_fp8` made of this FP8 weight [out, in], if it made one."""
+def backward_weight(weight: torch.Tensor) -> FP8Weight | None:
+    """W.t() in FP8 for a weight `to_fp8` converted (or a view of it, as Unsloth's backward passes W.t()); None for
+    any other tensor."""
     if weight.dtype != torch.float8_e4m3fn or weight.dim() != 2:
         return None
-    copy = _BACKWARD_COPIES.get(weight.data_ptr())
-    return copy if copy is not None and copy[0].shape == weight.t().shape else None
+    found = _BACKWARD_WEIGHTS.get(weight.data_ptr())
+    return found if found is not None and found.transposed.numel() == weight.numel() else None
 
 
 def forward_product(x: torch.Tensor, weight: torch.Tensor, row_scale: torch.Tensor) -> torch.Tensor:
@@ -113,12 +112,6 @@ class FP8Weight:
                  is_transpose: bool = False):
         self.transposed, self.column_scale, self.dtype = transposed, column_scale, dtype
         self.is_transpose = is_transpose
-
-    @classmethod
-    def of(cls, weight: torch.Tensor, dtype: torch.dtype) -> FP8Weight | None:
-        """W for this FP8 weight [out, in] from the backward copy `to_fp8` made of it; None if it made none."""
-        copy = _backward_copy(weight)
-        return None if copy is None else cls(*copy, dtype)
 
     def t(self) -> FP8Weight:
         return FP8Weight(self.transposed, self.column_scale, self.dtype, not self.is_transpose)
