@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from stages.backends.unsloth_fp8 import backward_weight, to_fp8  # noqa: E402
+from medical_r1.model.fp8 import backward_weight, to_fp8  # noqa: E402
 
 TOKENS = int(sys.argv[1]) if len(sys.argv) > 1 else 6912
 """A batch-8 step of the demo rows' length mix packs about this many tokens."""

@@ -31,7 +31,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stages import config  # noqa: E402
+from medical_r1 import config  # noqa: E402
 
 PIPELINE = "dvc.yaml"
 REPORT = Path("reports/pr.md")

@@ -19,11 +19,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from stages import UserError, base_model, config, files, inference, prompts, runtime
-from stages.base_model import BaseModel
+from medical_r1 import UserError, config, files, runtime
+from medical_r1.data import prompts
+from medical_r1.generation import inference
+from medical_r1.model import base_model
+from medical_r1.artifacts import ADAPTER, BASE
+from medical_r1.model.base_model import BaseModel
 
-BASE = Path("models/base")
-ADAPTER = Path("models/adapter")
 DIM, RESET = "\033[2m", "\033[0m"
 
 
@@ -53,9 +55,9 @@ def load(merged: Path | None, load_in_4bit: bool):
     if merged is not None:
         files.require_inputs([merged / "config.json"], "python -m stages.export")
         return inference.load(BaseModel(str(merged), None, str(merged)), None, False)
-    files.require_inputs([BASE / base_model.BASE_FILE], "prepare")
-    files.require_inputs([ADAPTER / "adapter_config.json"], "train")
-    return inference.load(BaseModel.read(BASE), ADAPTER, load_in_4bit)
+    files.require_inputs([BASE.path / base_model.BASE_FILE], "prepare")
+    files.require_inputs([ADAPTER.path / "adapter_config.json"], "train")
+    return inference.load(BaseModel.read(BASE.path), ADAPTER.path, load_in_4bit)
 
 
 def questions(question: str | None, file: Path | None):

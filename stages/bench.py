@@ -45,10 +45,14 @@ from typing import Iterator
 
 import numpy as np
 
-from stages import (UserError, base_model, config, dataset, files, finetune, inference, memory, plots,
-                    prompts, runtime, sources, tiny)
-from stages.base_model import BaseModel
-from stages.tasks import medical_cot
+from medical_r1 import UserError, config, files, runtime
+from medical_r1.data import dataset, prompts, sources
+from medical_r1.generation import inference
+from medical_r1.model import base_model, memory, tiny
+from medical_r1.reporting import plots
+from medical_r1.training import finetune
+from medical_r1.model.base_model import BaseModel
+from medical_r1.data.tasks import medical_cot
 
 RESULTS = Path("reports/bench")
 COMPLETE = "complete"
@@ -184,7 +188,7 @@ def kernel_profiler(start_step: int, steps: int):
 
 def sync_sites(caught: list, steps: int) -> dict[str, float]:
     """Synchronizing operations per step by the line that asked for them (site-packages/ and the repo stripped)."""
-    counts = collections.Counter(f"{w.filename.split('site-packages/')[-1].split('/stages/')[-1]}:{w.lineno}"
+    counts = collections.Counter(f"{w.filename.split('site-packages/')[-1].split('/medical_r1/')[-1]}:{w.lineno}"
                                  for w in caught if "synchronizing" in str(w.message))
     return {where: round(count / steps, 2) for where, count in counts.most_common()}
 

@@ -5,7 +5,8 @@
     dvc repro export/dvc.yaml                              # the same as a DVC stage, never part of `dvc repro`
 
 Reads   params.yaml: seed, model.*, data.source, data.config, data.revision, lora.*, train.*;
-        models/base/, models/adapter/, data/prepared/eval.jsonl, reports/eval/{base,tuned}/metrics.json,
+        models/base/, models/adapter/, data/prepared/eval.jsonl, reports/eval/base/metrics.json,
+        reports/eval/tuned/metrics.json,
         reports/train/run.json
 Writes  models/export/merged/   the adapter merged into the base (safetensors, 5 GB shards), tokenizer, generation
                                 config: loads with plain transformers, no PEFT or Unsloth needed. A 4-bit run merges
@@ -28,14 +29,13 @@ import subprocess
 import time
 from pathlib import Path
 
-from stages import UserError, base_model, config, files, inference, model_card, runtime
-from stages.base_model import BaseModel
+from medical_r1 import UserError, artifacts, config, files, runtime
+from medical_r1.artifacts import ADAPTER, BASE, EVAL_ROWS, EXPORT, MODELS
+from medical_r1.generation import inference
+from medical_r1.model import base_model
+from medical_r1.model.base_model import BaseModel
+from medical_r1.reporting import model_card
 
-BASE = Path("models/base")
-ADAPTER = Path("models/adapter")
-EXPORT = Path("models/export")
-EVAL_ROWS = Path("data/prepared/eval.jsonl")
-REPORTS = Path("reports")
 SHARD_SIZE = "5GB"
 
 
@@ -46,46 +46,46 @@ def main() -> None:
     params = config.load()
     export(params)
     if args.push_to_hub:
-        push(EXPORT, args.push_to_hub)
+        push(EXPORT.path, args.push_to_hub)
 
 
 def export(params) -> None:
-    files.require_inputs([BASE / base_model.BASE_FILE, EVAL_ROWS], "prepare")
-    files.require_inputs([ADAPTER / "adapter_config.json", REPORTS / "train/run.json"], "train")
-    files.require_inputs([REPORTS / "eval/base/metrics.json"], "evaluate_base")
-    files.require_inputs([REPORTS / "eval/tuned/metrics.json"], "evaluate")
-    files.require_writable([REPORTS / "export/metrics.json"], [EXPORT])
+    files.require_inputs([BASE.path / base_model.BASE_FILE, EVAL_ROWS.path], "prepare")
+    files.require_inputs([ADAPTER.path / "adapter_config.json"], "train")
+    artifacts.require_all(*artifacts.read_by("export"))
+    artifacts.require_outputs_writable("export")
     runtime.setup()
-    rows = files.read_jsonl(EVAL_ROWS)
-    model, tokenizer = inference.load(BaseModel.read(BASE), ADAPTER, params.train.load_in_4bit, merge=False)
+    rows = files.read_jsonl(EVAL_ROWS.path)
+    model, tokenizer = inference.load(BaseModel.read(BASE.path), ADAPTER.path, params.train.load_in_4bit, merge=False)
     started = time.perf_counter()
     with_adapter = inference.teacher_forced_loss(model, tokenizer, rows, "auto", params.train.max_seq_length)["full"]
     merge_started = time.perf_counter()
     model = model.merge_and_unload()
     merge_seconds = time.perf_counter() - merge_started
     merged = inference.teacher_forced_loss(model, tokenizer, rows, "auto", params.train.max_seq_length)["full"]
-    scores = {name: files.read_json(REPORTS / f"eval/{name}/metrics.json")[name] for name in ("base", "tuned")}
-    run = files.read_json(REPORTS / "train/run.json")
-    with files.replaced_dir(EXPORT) as work_dir:
+    scores = {model: artifacts.load_scores(model) for model in MODELS}
+    run = artifacts.load_run_info()
+    with files.replaced_dir(EXPORT.path) as work_dir:
         model.save_pretrained(work_dir / "merged", safe_serialization=True, max_shard_size=SHARD_SIZE)
         base_model.save_tokenizer(tokenizer, work_dir / "merged")
-        shutil.copytree(ADAPTER, work_dir / "adapter")
+        shutil.copytree(ADAPTER.path, work_dir / "adapter")
         card = model_card.build(params, scores, run, str(model.dtype).removeprefix("torch."), rows[0]["prompt"],
                                 commit(), (with_adapter, merged))
         card.save(work_dir / "README.md")
-    files.write_json(REPORTS / "export/metrics.json", {
+    artifacts.EXPORT_METRICS.write_json({
         "loss_with_adapter": round(with_adapter, 6), "loss_merged": round(merged, 6),
         "loss_difference": round(abs(merged - with_adapter), 8), "merge_seconds": round(merge_seconds, 2),
         "export_seconds": round(time.perf_counter() - started, 2), **runtime.peak_memory(),
-        "merged_bytes": sum(p.stat().st_size for p in (EXPORT / "merged").rglob("*") if p.is_file())})
-    print(f"export: {EXPORT} (merged loss {merged:.5f}, with the adapter {with_adapter:.5f})")
+        "merged_bytes": sum(p.stat().st_size for p in (EXPORT.path / "merged").rglob("*") if p.is_file())})
+    print(f"export: {EXPORT.path} (merged loss {merged:.5f}, with the adapter {with_adapter:.5f})")
 
 
 def commit() -> str:
     """The commit the export came from (with `+changes` when the working tree differs), or `unknown`."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "stages", "params.yaml"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "stages", "medical_r1",
+                                "params.yaml"],
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

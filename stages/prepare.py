@@ -2,8 +2,8 @@
 
     python -m stages.prepare
 
-Reads   params.yaml: seed, data.*, model.*, train.max_seq_length; the source named by data.source
-        (rows longer than train.max_seq_length are counted, and skipped when data.on_long_row is skip)
+Reads   params.yaml: seed, data.*, model.*, train.max_seq_length; the source named by data.source (data/sample
+        holds the bundled ones; rows longer than train.max_seq_length are counted, and skipped when data.on_long_row is skip)
 Writes  data/prepared/train.jsonl, data/prepared/eval.jsonl   (the task's fields + question, answer, prompt,
                                                               completion, text, n_tokens)
         models/base/                                          (tiny: tokenizer + random Llama; else: tokenizer + base.json)
@@ -15,15 +15,12 @@ and the token statistics are counted with the tokenizer that train will use.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from stages import UserError, base_model, config, dataset, files, prompts, sources, tasks
-
-PREPARED = Path("data/prepared")
-BASE = Path("models/base")
-STATS = Path("reports/prepare/stats.json")
+from medical_r1 import UserError, artifacts, config, files
+from medical_r1.artifacts import BASE, EVAL_ROWS, PREPARE_STATS, TRAIN_ROWS
+from medical_r1.data import dataset, prompts, sources, tasks
+from medical_r1.model import base_model
 
 
 def main() -> None:
@@ -32,7 +29,7 @@ def main() -> None:
 
 
 def prepare(data, model, max_seq_length: int, seed: int) -> None:
-    files.require_writable([PREPARED / "train.jsonl", PREPARED / "eval.jsonl", STATS], [BASE])
+    artifacts.require_outputs_writable("prepare")
     task = tasks.get(data.task)
     source, hub_config = sources.resolve_sample(data.source, data.config, task.SAMPLES)
     records = sources.load_records(source, hub_config, data.revision, data.split)
@@ -40,8 +37,8 @@ def prepare(data, model, max_seq_length: int, seed: int) -> None:
     train_rows, eval_rows = dataset.split(rows, data.eval_rows, seed)
 
     corpus = [task.format_row(r, "")["text"] for r in train_rows]
-    with files.replaced_dir(BASE) as work_dir:  # models/base is replaced only if everything below succeeds
-        tokenizer = base_model.materialize(model, corpus, seed, max_seq_length, work_dir, BASE)
+    with files.replaced_dir(BASE.path) as work_dir:  # models/base is replaced only if everything below succeeds
+        tokenizer = base_model.materialize(model, corpus, seed, max_seq_length, work_dir, BASE.path)
         check_template_fits(tokenizer, max_seq_length)
         train_rows, eval_rows = (dataset.tokenized(rows, task, tokenizer) for rows in (train_rows, eval_rows))
         long_rows = sum(r["n_tokens"] > max_seq_length for r in train_rows + eval_rows)
@@ -54,9 +51,9 @@ def prepare(data, model, max_seq_length: int, seed: int) -> None:
                                 f"train.max_seq_length ({max_seq_length}); raise it or set "
                                 "data.on_long_row=truncate")
 
-    files.write_jsonl(PREPARED / "train.jsonl", train_rows)
-    files.write_jsonl(PREPARED / "eval.jsonl", eval_rows)
-    files.write_json(STATS, {
+    files.write_jsonl(TRAIN_ROWS, train_rows)
+    files.write_jsonl(EVAL_ROWS.path, eval_rows)
+    PREPARE_STATS.write_json({
         "rows_read": cleaned.rows_read, "rows_kept": cleaned.rows_kept,
         "rows_skipped": sum(cleaned.skipped.values()), "skipped_by_reason": dict(sorted(cleaned.skipped.items())),
         "duplicates": cleaned.duplicates, "train_rows": len(train_rows), "eval_rows": len(eval_rows),

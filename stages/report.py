@@ -3,116 +3,20 @@
     python -m stages.report
 
 Reads   params.yaml: seed, model.name, data.task, data.source, data.config, lora.*, train.* (the params table);
-        reports/prepare/stats.json, reports/train/{metrics,perf,run}.json, reports/train/{steps,step_times,
-        eval_loss}.csv, reports/eval/{base,tuned}/{metrics,perf}.json, reports/eval/samples.jsonl
-Writes  reports/figures/loss.png, reports/figures/throughput_memory.png, reports/figures/before_after.png,
-        reports/figures/ner_f1_by_type.png (cmeee_ner only),
+        reports/prepare/stats.json, reports/train/metrics.json, reports/train/perf.json, reports/train/run.json,
+        reports/train/steps.csv, reports/train/step_times.csv, reports/train/eval_loss.csv,
+        reports/eval/base/metrics.json, reports/eval/base/perf.json, reports/eval/tuned/metrics.json,
+        reports/eval/tuned/perf.json, reports/eval/samples.jsonl
+Writes  reports/figures/ (loss.png, throughput_memory.png, before_after.png, ner_f1_by_type.png for cmeee_ner),
         reports/report.md (params, base-vs-tuned table, the figures, three sample generations side by side)
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from stages import config, files, plots, sources, tasks
-from stages.metrics import LOSSES, RATES
-
-REPORTS = Path("reports")
-FIGURES = REPORTS / "figures"
-INPUTS = {"prepare": ["prepare/stats.json"],
-          "train": [f"train/{name}" for name in ("metrics.json", "perf.json", "run.json", "steps.csv",
-                                                 "step_times.csv", "eval_loss.csv")],
-          "evaluate_base": ["eval/base/metrics.json", "eval/base/perf.json"],
-          "evaluate": ["eval/tuned/metrics.json", "eval/tuned/perf.json", "eval/samples.jsonl"]}
-SAMPLES_SHOWN = 3
-SHOWN_METRICS = (*LOSSES, "perplexity", *RATES, "mean_generated_tokens", "generation_tokens_per_second")
-"""Rows of the base-vs-tuned table where present (generation speed comes from reports/eval/*/perf.json), followed
-by the detail keys of MCQ and NER (per source, per entity type)."""
-DETAIL_PREFIXES = ("base.mcq_", "base.ner_")
-COUNTS = {"prompts_cut": "held-out prompts cut to the model's length", "mcq_prompts_cut": "MCQ prompts cut",
-          "mcq_rows_skipped": "MCQ rows skipped", "mcq_duplicates": "MCQ duplicates dropped"}
-"""Counts of what evaluation lost, said in a line under the table (a "change" of a count means nothing)."""
-
-
-def cell(text: str, limit: int = 700) -> str:
-    text = text if len(text) <= limit else text[:limit] + " …"
-    return text.replace("|", "\\|").replace("\n", "<br>")
-
-
-def params_table(seed: int, model_name: str, task: str, source: str, lora, train) -> list[str]:
-    rows = [("model", model_name), ("task", task), ("data", source),
-            ("backend", train.backend), ("4-bit", train.load_in_4bit),
-            ("LoRA", f"r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, rsLoRA={lora.use_rslora}"),
-            ("targets", ", ".join(lora.target_modules)),
-            ("steps x batch x accumulation", f"{train.max_steps} x {train.per_device_train_batch_size} x "
-                                             f"{train.gradient_accumulation_steps}"),
-            ("learning rate", f"{train.learning_rate:g} ({train.lr_scheduler_type}, warmup {train.warmup_steps})"),
-            ("max_seq_length", train.max_seq_length), ("seed", seed)]
-    return ["| param | value |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows)]
-
-
-def metrics_table(evaluation: dict) -> list[str]:
-    lines = ["| metric | base | tuned | change |", "| --- | ---: | ---: | ---: |"]
-    shown = [name for name in SHOWN_METRICS if f"base.{name}" in evaluation]
-    details = sorted(k[len("base."):] for k in evaluation
-                     if k.startswith(DETAIL_PREFIXES) and k[len("base."):] not in COUNTS)
-    for name in dict.fromkeys(shown + details):
-        base, tuned = evaluation[f"base.{name}"], evaluation[f"tuned.{name}"]
-        change = "" if None in (base, tuned) else f"{tuned - base:+,.4g}"  # None: perplexity past 1e21
-        lines.append(f"| {name.replace('_', ' ')} | {number(base)} | {number(tuned)} | {change} |")
-    return lines
-
-
-def counts_line(evaluation: dict) -> list[str]:
-    found = [f"{label} {evaluation[f'base.{key}']} / {evaluation[f'tuned.{key}']}"
-             for key, label in COUNTS.items() if f"base.{key}" in evaluation]
-    return [f"Base / tuned: {'; '.join(found)}.", ""] if found else []
-
-
-def number(value: float | None) -> str:
-    return "> 1e21" if value is None else f"{value:,.4g}"
-
-
-def samples_section(samples: list[dict]) -> list[str]:
-    lines = []
-    for i, sample in enumerate(samples[:SAMPLES_SHOWN], start=1):
-        lines += [f"**Sample {i}.** {cell(sample['question'])}", "",
-                  f"*Reference answer:* {cell(sample['reference'])}", "",
-                  "| base | tuned |", "| --- | --- |", f"| {cell(sample['base'])} | {cell(sample['tuned'])} |", ""]
-    return lines
-
-
-def build_markdown(params_rows: list[str], source: str, stats: dict, train: dict, train_perf: dict, run: dict,
-                   evaluation: dict, samples: list[dict], model_name: str) -> str:
-    tokens = stats["tokens"]
-    memory = (f"{train_perf['peak_gpu_reserved_gib']} GiB GPU reserved" if "peak_gpu_reserved_gib" in train_perf
-              else f"{train_perf['peak_rss_gib']} GiB RSS")
-    banner = ([f"> **weights: random.** The base model has seeded random weights ({model_name}); this run "
-               "measures the pipeline, speed and memory, not medical ability.", ""]
-              if run["weights"] == "random" and model_name != "tiny" else [])
-    lines = [
-        "# Fine-tuning report", "", *banner,
-        f"{stats['train_rows']} training and {stats['eval_rows']} held-out rows from `{source}` "
-        f"({stats['rows_skipped']} skipped, {stats['duplicates']} duplicates; tokens per row p50 {tokens['p50']}, "
-        f"p95 {tokens['p95']}, max {tokens['max']}).", "",
-        "## Params", "", *params_rows, "",
-        "## Training", "",
-        f"Loss {train['train_loss_first']} → {train['train_loss_final']} over {train['steps']} steps "
-        f"({train['tokens_seen']:,} tokens in {train_perf['train_seconds']} s: "
-        f"{train_perf['tokens_per_second']:,.0f} tokens/s on {run['device']}, peak {memory}).", "",
-        "![loss](figures/loss.png)", "", "![throughput and memory](figures/throughput_memory.png)", "",
-        "## Base vs tuned", "",
-        f"Held-out rows; generations greedy on {evaluation['base.samples']} questions.", "",
-        *metrics_table(evaluation), "", *counts_line(evaluation), "![before and after](figures/before_after.png)", "",
-        *(["![NER F1 per entity type](figures/ner_f1_by_type.png)", ""] if "base.ner_f1" in evaluation else []),
-        "## Sample generations", "", *samples_section(samples),
-    ]
-    return "\n".join(lines)
-
-
-def flat(by_model: dict) -> dict:
-    """{"base": {...}, "tuned": {...}} -> {"base.<key>": ..., "tuned.<key>": ...}, as `dvc metrics` shows them."""
-    return {f"{model}.{key}": value for model, values in by_model.items() for key, value in values.items()}
+from medical_r1 import artifacts, config, files
+from medical_r1.artifacts import FIGURES, MODELS
+from medical_r1.data import sources, tasks
+from medical_r1.reporting import markdown, plots
 
 
 def main() -> None:
@@ -123,28 +27,34 @@ def main() -> None:
 
 def report(seed: int, model_name: str, task: str, data_source: str, data_config: str | None, lora, train_config
            ) -> None:
-    for made_by, inputs in INPUTS.items():
-        files.require_inputs([REPORTS / name for name in inputs], made_by)
-    files.require_writable([REPORTS / "report.md"], [FIGURES])
-    stats = files.read_json(REPORTS / "prepare/stats.json")
-    train, train_perf, run = (files.read_json(REPORTS / f"train/{name}.json") for name in ("metrics", "perf", "run"))
-    scores, perf = ({model: files.read_json(REPORTS / f"eval/{model}/{name}.json")[model]
-                     for model in ("base", "tuned")} for name in ("metrics", "perf"))
-    steps = files.read_csv(REPORTS / "train/steps.csv")
-    plots.loss_curve(steps, files.read_csv(REPORTS / "train/eval_loss.csv"), FIGURES / "loss.png")
-    plots.throughput_memory(files.read_csv(REPORTS / "train/step_times.csv"), train_config.backend, run["device"],
-                            train_perf, perf, FIGURES / "throughput_memory.png")
+    artifacts.require_all(*artifacts.read_by("report"))
+    artifacts.require_outputs_writable("report")
+    stats, train, train_perf = (a.read_json() for a in (artifacts.PREPARE_STATS, artifacts.TRAIN_METRICS,
+                                                          artifacts.TRAIN_PERF))
+    run = artifacts.load_run_info()
+    scores = {model: artifacts.load_scores(model) for model in MODELS}
+    perf = {model: artifacts.load_eval_perf(model) for model in MODELS}
+    figures = FIGURES.path
+    plots.loss_curve(files.read_csv(artifacts.TRAIN_STEPS.path), files.read_csv(artifacts.EVAL_LOSS.path),
+                     figures / "loss.png")
+    plots.throughput_memory(files.read_csv(artifacts.STEP_TIMES.path), train_config.backend, run["device"],
+                            train_perf, perf, figures / "throughput_memory.png")
     evaluation = flat(scores)
-    plots.before_after(evaluation, FIGURES / "before_after.png")
+    plots.before_after(evaluation, figures / "before_after.png")
     if "base.ner_f1" in evaluation:
-        plots.per_type_f1(evaluation, FIGURES / "ner_f1_by_type.png")
-    samples = files.read_jsonl(REPORTS / "eval/samples.jsonl")
+        plots.per_type_f1(evaluation, figures / "ner_f1_by_type.png")
+    samples = files.read_jsonl(artifacts.SAMPLES.path)
     source, _ = sources.resolve_sample(data_source, data_config, tasks.get(task).SAMPLES)
     shown_source = data_source + (f" ({data_config})" if data_config else "")
-    markdown = build_markdown(params_table(seed, model_name, task, shown_source, lora, train_config), source, stats,
-                              train, train_perf, run, {**evaluation, **flat(perf)}, samples, model_name)
-    files.write_text(REPORTS / "report.md", markdown)
-    print(f"report: wrote {REPORTS / 'report.md'} and figures in {FIGURES}")
+    text = markdown.build(markdown.params_table(seed, model_name, task, shown_source, lora, train_config), source,
+                          stats, train, train_perf, run, {**evaluation, **flat(perf)}, samples, model_name)
+    files.write_text(artifacts.REPORT.path, text)
+    print(f"report: wrote {artifacts.REPORT.path} and figures in {figures}")
+
+
+def flat(by_model: dict) -> dict:
+    """{"base": {...}, "tuned": {...}} -> {"base.<key>": ..., "tuned.<key>": ...}, as `dvc metrics` shows them."""
+    return {f"{model}.{key}": value for model, values in by_model.items() for key, value in values.items()}
 
 
 if __name__ == "__main__":

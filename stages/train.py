@@ -22,23 +22,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages import base_model, checkpoints, config, files, finetune, runtime, steplog
-from stages.base_model import BaseModel
-
-PREPARED = Path("data/prepared")
-BASE = Path("models/base")
-ADAPTER = Path("models/adapter")
-CHECKPOINTS = Path("models/checkpoints")
-REPORTS = Path("reports/train")
-OUTPUTS = ("metrics.json", "perf.json", "run.json", "steps.csv", "step_times.csv", "eval_loss.csv")
+from medical_r1 import artifacts, config, files, runtime
+from medical_r1.artifacts import ADAPTER, BASE, CHECKPOINTS, EVAL_ROWS, TRAIN_ROWS
+from medical_r1.model import base_model
+from medical_r1.model.base_model import BaseModel
+from medical_r1.training import checkpoints, finetune, steplog
 
 
 def main() -> None:
     params = config.load()
-    files.require_inputs([PREPARED / "train.jsonl", PREPARED / "eval.jsonl", BASE / base_model.BASE_FILE], "prepare")
-    files.require_writable([REPORTS / name for name in OUTPUTS], [ADAPTER, CHECKPOINTS])
-    base = BaseModel.read(BASE)
-    train_rows, eval_rows = (files.read_jsonl(PREPARED / f"{split}.jsonl") for split in ("train", "eval"))
+    files.require_inputs([TRAIN_ROWS, EVAL_ROWS.path, BASE.path / base_model.BASE_FILE], "prepare")
+    artifacts.require_outputs_writable("train")
+    base = BaseModel.read(BASE.path)
+    train_rows, eval_rows = files.read_jsonl(TRAIN_ROWS), files.read_jsonl(EVAL_ROWS.path)
     session = finetune.setup(base, params.train, params.lora, params.seed, [r["n_tokens"] for r in train_rows])
     seconds = fit(session, train_rows, eval_rows, params.seed, params.lora, params.train)
     save(session, seconds, base, params.train)
@@ -47,7 +43,7 @@ def main() -> None:
 def fit(session: finetune.Session, train_rows: list[dict], eval_rows: list[dict], seed: int, lora, train) -> float:
     """finetune.fit with checkpoints in this run's own folder: resumed from the newest complete one of the same run
     (train.resume: auto), deleted once the run has finished or diverged (a crash or a kill keeps them)."""
-    run = checkpoints.fingerprint(seed, lora, train, PREPARED / "train.jsonl", BASE)
+    run = checkpoints.fingerprint(seed, lora, train, TRAIN_ROWS, BASE.path)
     run_dir = checkpoints.run_dir(CHECKPOINTS, run)
     resume_from = checkpoints.find_resumable(run_dir, run, train.max_steps) if train.resume == "auto" else None
     if resume_from:
@@ -67,24 +63,23 @@ def fit(session: finetune.Session, train_rows: list[dict], eval_rows: list[dict]
 
 def save(session: finetune.Session, seconds: float, base: BaseModel, train) -> None:
     """The adapter and tokenizer, the step log and the run's numbers."""
-    with files.replaced_dir(ADAPTER) as work_dir:
+    with files.replaced_dir(ADAPTER.path) as work_dir:
         session.model.save_pretrained(work_dir, safe_serialization=True)
         sort_target_modules(work_dir)
         base_model.save_tokenizer(session.tokenizer, work_dir)
     log = session.log
     steps, times = steplog.split_timings(log.rows)
-    files.write_csv(REPORTS / "steps.csv", steps)
-    files.write_csv(REPORTS / "step_times.csv", times)
-    files.write_csv(REPORTS / "eval_loss.csv", log.evals)
+    files.write_csv(artifacts.TRAIN_STEPS.path, steps)
+    files.write_csv(artifacts.STEP_TIMES.path, times)
+    files.write_csv(artifacts.EVAL_LOSS.path, log.evals)
     metrics = steplog.summarize(log)
     perf = {**steplog.speed(log, seconds), **runtime.peak_memory()}
     if session.estimated_peak_gib is not None:
         perf["estimated_peak_gib_without_recompute"] = session.estimated_peak_gib
-    files.write_json(REPORTS / "metrics.json", metrics)
-    files.write_json(REPORTS / "perf.json", perf)
-    files.write_json(REPORTS / "run.json", {
-        "device": runtime.device_name(), "weights": base.init, "gradient_checkpointing": session.gradient_checkpointing,
-        "optim": finetune.resolve_optim(train.optim, runtime.cuda_available())})
+    artifacts.TRAIN_METRICS.write_json(metrics)
+    artifacts.TRAIN_PERF.write_json(perf)
+    artifacts.save_run_info(runtime.device_name(), base.init, session.gradient_checkpointing,
+                            finetune.resolve_optim(train.optim, runtime.cuda_available()))
     print(f"train: loss {metrics['train_loss_first']} -> {metrics['train_loss_final']} in {metrics['steps']} steps, "
           f"{perf['tokens_per_second']} tokens/s")
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import files
-from stages.config import set_dotted
+from medical_r1 import files
+from medical_r1.config import set_dotted
 from tests.network_guard import sitecustomize as network_guard
 
 REPO = Path(__file__).resolve().parents[1]

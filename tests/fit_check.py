@@ -5,8 +5,9 @@ A process of its own, since Unsloth patches transformers for the whole process."
 import sys
 import tempfile
 
-from stages import config, files, finetune
-from stages.base_model import BaseModel
+from medical_r1 import config, files
+from medical_r1.training import finetune
+from medical_r1.model.base_model import BaseModel
 
 
 def main(backend: str) -> None:

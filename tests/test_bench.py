@@ -84,9 +84,9 @@ def test_steady_state_is_measured_between_the_marked_steps():
 def test_host_syncs_are_counted_per_step_by_the_line_that_asked():
     caught = [warnings.WarningMessage("called a synchronizing CUDA operation", UserWarning, path, line)
               for path, line in [("/x/site-packages/trl/trainer/sft_trainer.py", 1641)] * 4
-              + [("/repo/stages/steplog.py", 48)] * 2 + [("/x/site-packages/other.py", 3)]]
+              + [("/repo/medical_r1/training/steplog.py", 48)] * 2 + [("/x/site-packages/other.py", 3)]]
     caught.append(warnings.WarningMessage("an unrelated warning", UserWarning, "/x/a.py", 1))
-    assert bench.sync_sites(caught, steps=2) == {"trl/trainer/sft_trainer.py:1641": 2.0, "steplog.py:48": 1.0,
+    assert bench.sync_sites(caught, steps=2) == {"trl/trainer/sft_trainer.py:1641": 2.0, "training/steplog.py:48": 1.0,
                                                  "other.py:3": 0.5}
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from stages.tasks import BadRow, cmeee_ner
+from medical_r1.data.tasks import BadRow, cmeee_ner
 from tests.conftest import REPO, evaluation, small
 
 # 右0 肺1 上2 叶3 肺4 癌5 伴6 咳7 嗽8 ，9 咳10 嗽11 加12 重13 。14

@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import config
-from stages.config import ConfigError
-from stages.config import set_dotted
+from medical_r1 import config
+from medical_r1.config import ConfigError
+from medical_r1.config import set_dotted
 from tests.conftest import REPO
 
 

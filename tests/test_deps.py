@@ -1,5 +1,5 @@
 """dvc.yaml and bench/dvc.yaml cannot drift from the code: each stage's code deps are exactly the modules its
-command imports (transitively, within stages/); every pipeline stage can be run-cached."""
+command imports (transitively, within stages/ and medical_r1/); every pipeline stage can be run-cached."""
 
 import ast
 import re
@@ -17,15 +17,15 @@ def module_file(name: str) -> Path:
 
 
 def direct_imports(name: str) -> set[str]:
-    """Modules of the stages package that `name` imports, its packages included; `importlib.import_module(f"a.b.{x}")`
+    """Modules of our packages that `name` imports, its packages included; `importlib.import_module(f"a.b.{x}")`
     counts as importing every module of a.b (tasks.get and backends.get pick one at run time)."""
     found = set()
     for node in ast.walk(ast.parse(module_file(name).read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "stages":
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
             found.add(node.module)
             found |= {f"{node.module}.{a.name}" for a in node.names if module_file(f"{node.module}.{a.name}").is_file()}
         elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.split(".")[0] == "stages"}
+            found |= {a.name for a in node.names if a.name.split(".")[0] in PACKAGES}
         elif (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module"
               and node.args and isinstance(node.args[0], ast.JoinedStr)):
             package = node.args[0].values[0].value.rstrip(".")
@@ -34,14 +34,14 @@ def direct_imports(name: str) -> set[str]:
 
 
 def import_closure(name: str) -> set[str]:
-    """Files (relative to the repo) of every stages module that `python -m <name>` loads."""
+    """Files (relative to the repo) of every module of ours that `python -m <name>` loads."""
     seen, todo = set(), [name]
     while todo:
         module = todo.pop()
         if module not in seen:
             seen.add(module)
             todo += direct_imports(module)
-    return {str(module_file(m).relative_to(REPO)) for m in seen | {"stages"}}
+    return {str(module_file(m).relative_to(REPO)) for m in seen | {"stages", "medical_r1"}}
 
 
 def stages_of(dvc_yaml: Path):
@@ -52,13 +52,16 @@ def stages_of(dvc_yaml: Path):
         yield name, module, body.get("deps", []), body
 
 
+PACKAGES = ("stages", "medical_r1")
+"""Our code: the entry points and the library."""
+
 PIPELINES = [REPO / "dvc.yaml", REPO / "bench/dvc.yaml", REPO / "export/dvc.yaml"]
 
 
 @pytest.mark.parametrize("dvc_yaml", PIPELINES, ids=["dvc.yaml", "bench/dvc.yaml", "export/dvc.yaml"])
 def test_code_deps_are_exactly_the_import_closure(dvc_yaml):
     for name, module, deps, _ in stages_of(dvc_yaml):
-        listed = {d for d in deps if d.startswith("stages")}
+        listed = {d for d in deps if d.startswith(PACKAGES)}
         closure = import_closure(module)
         assert listed == closure, (f"{dvc_yaml.name}:{name}: missing {sorted(closure - listed)}, "
                                    f"stale {sorted(listed - closure)}")
@@ -87,9 +90,10 @@ def test_tests_run_the_stages_as_dvc_yaml_does():
 def test_the_closure_follows_dynamic_imports():
     """tasks.get() imports a task module by name: every task is a dependency of what calls it."""
     closure = import_closure("stages.prepare")
-    assert {"stages/tasks/cmeee_ner.py", "stages/tasks/mcq.py", "stages/tasks/medical_cot.py"} <= closure
-    assert "stages/backends/unsloth_backend.py" in import_closure("stages.train")
-    assert not any(path.startswith("stages/backends") for path in import_closure("stages.evaluate"))
+    tasks = Path("medical_r1/data/tasks")
+    assert {str(tasks / "cmeee_ner.py"), str(tasks / "mcq.py"), str(tasks / "medical_cot.py")} <= closure
+    assert "medical_r1/model/backends/unsloth.py" in import_closure("stages.train")
+    assert not any(path.startswith("medical_r1/model/backends") for path in import_closure("stages.evaluate"))
 
 
 def params_read_by(module: str) -> set[str]:

@@ -7,8 +7,10 @@ import sys
 
 import pytest
 
-from stages import files, inference, prompts
-from stages.base_model import BaseModel
+from medical_r1 import files
+from medical_r1.data import prompts
+from medical_r1.generation import inference
+from medical_r1.model.base_model import BaseModel
 from tests.conftest import copy_of, stage_env
 
 pytestmark = pytest.mark.slow

@@ -9,8 +9,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from stages import decoding, files, inference, memory
-from stages.base_model import BaseModel
+from medical_r1 import files
+from medical_r1.generation import decoding, inference
+from medical_r1.model import memory
+from medical_r1.model.base_model import BaseModel
 from tests.conftest import REPO
 
 LLAMA_8B = SimpleNamespace(**json.loads((REPO / "models/configs/DeepSeek-R1-Distill-Llama-8B/config.json").read_text()))

@@ -1,7 +1,7 @@
 import pytest
 
-from stages.tasks import mcq
-from stages.tasks import BadRow
+from medical_r1.data.tasks import mcq
+from medical_r1.data.tasks import BadRow
 from tests.conftest import small
 
 OPTIONS = {"A": "Iron deficiency", "B": "Folate deficiency", "C": "Parvovirus B19 infection",

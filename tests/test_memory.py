@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from stages import backends, memory
+from medical_r1.model import backends, memory
 from tests.conftest import REPO
 
 LLAMA_8B = SimpleNamespace(**json.loads((REPO / "models/configs/DeepSeek-R1-Distill-Llama-8B/config.json").read_text()))

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from stages import metrics
+from medical_r1.evaluation import metrics
 
 
 @pytest.mark.parametrize("text, compliant", [
@@ -42,7 +42,7 @@ def test_perplexity():
 
 
 def test_a_non_finite_result_is_refused_with_its_key(tmp_path):
-    from stages import UserError, files
+    from medical_r1 import UserError, files
 
     with pytest.raises(UserError, match=r"metrics.json: tuned.eval_loss is not a finite number"):
         files.write_json(tmp_path / "metrics.json", {"tuned": {"samples": 4, "eval_loss": float("nan")}})
@@ -54,7 +54,7 @@ def test_a_non_finite_result_is_refused_with_its_key(tmp_path):
                                              ({"eval_loss": float("nan")}, True),
                                              ({"loss": 2.0, "grad_norm": 1.5, "learning_rate": 1e-3}, False)])
 def test_a_non_finite_loss_or_gradient_is_divergence(logs, diverged):
-    from stages import steplog
+    from medical_r1.training import steplog
 
     message = steplog.divergence(7, logs)
     assert (message is not None) == diverged

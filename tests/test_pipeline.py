@@ -13,9 +13,9 @@ import yaml
 from transformers import AutoTokenizer
 
 from scripts.pr_review import locked_outs
-from stages import prompts
-from stages.files import read_jsonl
-from stages.tasks import cmeee_ner, mcq
+from medical_r1.data import prompts
+from medical_r1.files import read_jsonl
+from medical_r1.data.tasks import cmeee_ner, mcq
 from tests.conftest import REPO, dvc, sh
 
 pytestmark = pytest.mark.slow

@@ -3,9 +3,9 @@ import shutil
 
 import pytest
 
-from stages import dataset, sources
-from stages.sources import Record, SourceError
-from stages.tasks import medical_cot
+from medical_r1.data import dataset, sources
+from medical_r1.data.sources import Record, SourceError
+from medical_r1.data.tasks import medical_cot
 from tests.conftest import REPO, small
 
 GOOD = {"Question": "Q1?", "Complex_CoT": "Because.", "Response": "A1."}

@@ -1,5 +1,5 @@
-from stages import prompts
-from stages.tasks import medical_cot
+from medical_r1.data import prompts
+from medical_r1.data.tasks import medical_cot
 
 ROW = {"Question": "A 30-year-old has a cough. Diagnosis?", "Complex_CoT": "Cough and fever. Think pneumonia.",
        "Response": "Community-acquired pneumonia."}

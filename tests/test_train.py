@@ -71,7 +71,7 @@ def test_fp8_base_keeps_each_weight_row_within_float8_precision_and_leaves_other
     mantissa bits; a layer LoRA leaves alone, or one already quantized (a Linear subclass), is not touched."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from stages.backends import unsloth_fp8
+    from medical_r1.model.backends import unsloth_fp8
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -111,7 +111,7 @@ def test_unsloth_fused_lora_multiplies_fp8_base_weights_in_fp8_both_ways(monkeyp
     from unsloth.kernels import utils
     from unsloth.kernels.utils import matmul_lora
 
-    from stages.backends import unsloth_fp8
+    from medical_r1.model.backends import unsloth_fp8
 
     monkeypatch.setattr(utils, "fp8_linear", utils.fp8_linear)  # put Unsloth's own back afterwards
     monkeypatch.setattr(fast_lora, "fast_dequantize", fast_lora.fast_dequantize)
@@ -183,7 +183,7 @@ def test_fp8_row_quantization_kernel_matches_the_cpu_reference():
     """unsloth_fp8.quantize_rows on a GPU (one Triton kernel) against the same quantization in torch on the CPU:
     rows across 6 orders of magnitude and one of zeros, a row length that is no multiple of the kernel's block, rows
     further apart than their length, a transposed input."""
-    from stages.backends import unsloth_fp8
+    from medical_r1.model.backends import unsloth_fp8
 
     torch.manual_seed(0)
     x = torch.randn(37, 3000, dtype=torch.bfloat16) * torch.logspace(-3, 3, 37).view(-1, 1)
@@ -207,8 +207,8 @@ def test_fp8_weights_keep_their_backward_copies_through_peft_and_drop_them_with_
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from stages.backends import unsloth_fp8
-    from stages.config import PROJECTIONS
+    from medical_r1.model.backends import unsloth_fp8
+    from medical_r1.config import PROJECTIONS
 
     model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                          num_attention_heads=4, num_key_value_heads=2)).to(torch.bfloat16)

@@ -1,0 +1,410 @@
+"""params.yaml -> typed, validated config sections. The only module that reads params.yaml.
+
+The dataclasses below say what each knob is and check it; they hold no values. Every value, defaults
+included, comes from params.yaml (composed from conf/config.yaml + a recipe by `dvc exp run`), so there is
+one set of defaults. A missing or unknown key, a wrong type or a value out of range fails with one sentence
+naming the key:
+    train.max_stepz: unknown key; did you mean train.max_steps?
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import functools
+import math
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from medical_r1 import UserError
+
+PARAMS_FILE = Path("params.yaml")
+Backend = Literal["unsloth", "hf"]
+BACKENDS = typing.get_args(Backend)
+"""The values of train.backend (stages/backends/<name>_backend.py each)."""
+
+
+class ConfigError(UserError):
+    """A params.yaml value that cannot be used; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    task: Literal["medical_cot", "cmeee_ner"]
+    """What the rows are: medical chain-of-thought (Question, Complex_CoT, Response), or CMeEE-V2 entities."""
+    source: str
+    """`sample` (the task's bundled sample), a local .json/.jsonl/.parquet/.csv path, or `hf:<dataset id>`."""
+    config: str | None
+    """Hub dataset config, e.g. en, zh, en_mix, zh_mix; for `sample`: en or zh (medical_cot)."""
+    revision: str | None
+    """Hub dataset revision (commit or tag) to pin (hub sources only)."""
+    split: str
+    """Hub dataset split to read (hub sources only)."""
+    max_rows: int | None
+    """Keep at most this many valid rows (before the train/eval split); null keeps all."""
+    eval_rows: int
+    """Rows held out for evaluation."""
+    on_bad_row: Literal["error", "skip"]
+    """A row failing validation stops prepare (`error`) or is skipped and counted (`skip`)."""
+    on_long_row: Literal["truncate", "skip"]
+    """A row longer than train.max_seq_length is truncated by the trainer or skipped here; both are counted."""
+
+
+@dataclass
+class TinyModelConfig:
+    vocab_size: int
+    """BPE vocabulary size of the tokenizer trained on the prepared texts."""
+    hidden_size: int
+    """Width of the tiny Llama."""
+    intermediate_size: int
+    """MLP width of the tiny Llama."""
+    num_hidden_layers: int
+    """Decoder layers."""
+    num_attention_heads: int
+    """Query heads."""
+    num_key_value_heads: int
+    """Key/value heads (grouped-query attention, as in Llama 3)."""
+
+
+@dataclass
+class ModelConfig:
+    name: str
+    """`tiny` (built from model.tiny), a hub id, or a local directory with a Hugging Face model."""
+    revision: str | None
+    """Hub revision (commit or tag) of the model; ignored for tiny and local directories."""
+    init: Literal["pretrained", "random"]
+    """`random`: the architecture of model.name with seeded random weights, for speed/memory runs only."""
+    trust_remote_code: bool
+    """Allow a hub model to run its own Python code. Off unless you trust the repository."""
+    tiny: TinyModelConfig
+    """Shape of the embedded default model (its vocab_size also sizes the BPE of random-init models)."""
+
+
+@dataclass
+class LoraConfig:
+    r: int
+    """LoRA rank."""
+    alpha: int
+    """LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r) with rsLoRA)."""
+    dropout: float
+    """Dropout on the LoRA input."""
+    target_modules: list[str]
+    """Linear layers that get adapters."""
+    use_rslora: bool
+    """Rank-stabilised scaling alpha / sqrt(r)."""
+
+
+@dataclass
+class TrainConfig:
+    backend: Backend
+    """`unsloth` (FastLanguageModel) or `hf` (transformers + peft), both trained by TRL's SFTTrainer."""
+    load_in_4bit: bool
+    """QLoRA: load the base model in 4-bit NF4 (needs a CUDA GPU)."""
+    base_precision: Literal["bf16", "fp8"]
+    """Weights of the frozen base's LoRA-targeted projections: `bf16`, or `fp8` (scaled float8 copies, forward and
+    activation-gradient products in FP8, the memory of bf16; unsloth backend on a GPU with FP8 units, compute
+    capability 8.9+)."""
+    max_seq_length: int
+    """Longest training sequence in tokens; longer rows are truncated (prepare counts them)."""
+    per_device_train_batch_size: int
+    """Rows per device per forward pass."""
+    gradient_accumulation_steps: int
+    """Forward passes per optimizer step."""
+    max_steps: int
+    """Optimizer steps."""
+    learning_rate: float
+    """Peak learning rate."""
+    warmup_steps: int
+    """Linear warm-up steps."""
+    optim: str
+    """A transformers optimizer name, or `auto`: adamw_8bit on a CUDA GPU, adamw_torch elsewhere."""
+    weight_decay: float
+    """AdamW weight decay."""
+    lr_scheduler_type: str
+    """Learning-rate schedule after warm-up."""
+    logging_steps: int
+    """Log loss, learning rate and throughput every this many steps (each log makes the CPU wait for the GPU)."""
+    save_steps: int
+    """Write a checkpoint to models/checkpoints every this many steps."""
+    packing: bool
+    """Pack several rows into one max_seq_length sequence (TRL packing)."""
+    gradient_checkpointing: Literal["auto", "on", "off"]
+    """Recompute activations in backward: `on`, `off`, or `auto`: off when the estimated peak of the largest
+    micro-batch without recomputation fits in 70% of the GPU (stages/memory.py), on otherwise; off on the CPU."""
+    resume: Literal["auto", "never"]
+    """`auto`: continue from the newest complete checkpoint of this same run (same params and data)."""
+
+
+@dataclass
+class McqConfig:
+    source: str | None
+    """Multiple-choice rows to score (MedQA/MedMCQA/PubMedQA shapes): a local file or `hf:<id>`; null = off."""
+    config: str | None
+    """Hub config of an `hf:` MCQ source."""
+    split: str
+    """Hub split of an `hf:` MCQ source."""
+    max_rows: int | None
+    """Score at most this many questions; null scores all."""
+    max_new_tokens: int
+    """Thinking budget per question (reasoning + the chosen letter)."""
+
+
+@dataclass
+class EvalConfig:
+    num_samples: int
+    """Held-out questions to generate answers for (at most data.eval_rows are available)."""
+    max_new_tokens: int
+    """Generation budget per question (reasoning + answer)."""
+    batch_size: int | Literal["auto"]
+    """Prompts per generation batch and rows per loss batch; `auto`: the most that fit the free memory."""
+    engine: Literal["static", "generate"]
+    """`static`: static KV cache, one CUDA graph per decode step on a GPU; `generate`: transformers' generate()."""
+    mcq: McqConfig
+    """Medical multiple-choice accuracy of base and tuned (off unless eval.mcq.source is set)."""
+
+
+@dataclass
+class GenerateBenchConfig:
+    prompts: int
+    """Prompts generated for at the auto batch (MedQA's test set has 1,273 questions)."""
+    prompt_tokens: int
+    """Tokens per prompt: windows of the benchmark rows' text."""
+    max_new_tokens: int
+    """New tokens per prompt; EOS never ends a generation early, so every prompt costs the whole budget."""
+    batch_size: int
+    """The fixed batch compared with the auto batch (its first `batch_size` prompts)."""
+    peak_bandwidth_tbs: float
+    """Memory bandwidth of the GPU for the roofline, TB/s (H200 datasheet)."""
+
+
+@dataclass
+class BenchConfig:
+    model: str
+    """Architecture to benchmark (a directory with config.json); built with seeded random weights."""
+    rows: str
+    """Rows whose real length mix the benchmark trains on (any data.source a file can be)."""
+    tokenizer_vocab_size: int
+    """BPE trained on the rows; 4096 gives Llama 3's ~4.3 characters per token on medical-o1 text."""
+    weights_dir: str
+    """Where the random weights are written once and shared by every combination (outside the repo)."""
+    per_device_train_batch_size: int
+    """Rows per forward pass (the reference recipe: 2)."""
+    gradient_accumulation_steps: int
+    """Forward passes per optimizer step (the reference recipe: 4)."""
+    max_seq_length: int
+    """Longest sequence; longer rows are truncated."""
+    gradient_checkpointing: Literal["auto", "on", "off"]
+    """As train.gradient_checkpointing, for every combination unless `--gradient-checkpointing` overrides it."""
+    learning_rate: float
+    """The reference recipe's learning rate (speed does not depend on it; stability of the run does)."""
+    warmup_steps: int
+    """Optimizer steps run before timing starts (compilation, autotuning, allocator warm-up)."""
+    measure_steps: int
+    """Optimizer steps timed for the steady-state figures."""
+    memory_budget_gib: float
+    """Budget for the longest-sequence probe (a 24 GB card)."""
+    seq_probe_lengths: list[int]
+    """Sequence lengths probed, shortest first, with one batch-1 training step each."""
+    peak_tflops: float
+    """Dense bf16 peak of the GPU for MFU (H100/H200 SXM datasheet)."""
+    generate: GenerateBenchConfig
+    """The generation benchmark (`python -m stages.bench generate`)."""
+
+
+@dataclass
+class Params:
+    seed: int
+    """Seed for the split, the tiny model, random weights, LoRA init and data order."""
+    data: DataConfig
+    """Where the rows come from and how they are cleaned and split (prepare)."""
+    model: ModelConfig
+    """The base model (prepare writes it, train and evaluate load it)."""
+    lora: LoraConfig
+    """The adapter (train)."""
+    train: TrainConfig
+    """The trainer (train; max_seq_length also prepare and evaluate, load_in_4bit also evaluate)."""
+    eval: EvalConfig
+    """Scoring base and tuned (evaluate_base, evaluate)."""
+    bench: BenchConfig
+    """The GPU benchmark (bench/dvc.yaml; never part of the default `dvc repro`)."""
+
+    def __post_init__(self):  # rules() lists the "> 0" checks first: later rules may divide by those values
+        for key, value, valid, expected in rules(self):
+            if not valid:
+                raise ConfigError(f"{key}: must be {expected}, got {value!r}")
+
+
+SEED_RANGE = 2**32
+"""numpy seeds must be below 2**32 (torch accepts more; the pipeline seeds both)."""
+BPE_ALPHABET = 256 + 5
+"""A byte-level BPE holds the 256 byte symbols and our 5 special tokens before it learns any merge."""
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""A Llama-family decoder layer's linear layers."""
+
+
+POSITIVE = ("data.eval_rows", "lora.r", "lora.alpha", "train.max_seq_length", "train.per_device_train_batch_size",
+            "train.gradient_accumulation_steps", "train.max_steps", "train.learning_rate", "train.logging_steps",
+            "train.save_steps", "eval.num_samples", "eval.max_new_tokens", "eval.mcq.max_new_tokens", "model.tiny.*",
+            "bench.tokenizer_vocab_size", "bench.per_device_train_batch_size", "bench.gradient_accumulation_steps",
+            "bench.max_seq_length", "bench.learning_rate", "bench.warmup_steps", "bench.measure_steps",
+            "bench.memory_budget_gib", "bench.peak_tflops", "bench.generate.*")
+"""Params that must be > 0 (`section.*`: every field of the section)."""
+
+
+def value_at(params: Params, dotted: str) -> Any:
+    return functools.reduce(getattr, dotted.split("."), params)
+
+
+def rules(p: Params) -> list[tuple[str, Any, bool, str]]:
+    """(key, value, whether it is valid, what it must be) for every param whose type alone does not bound it."""
+    keys = [f"{key[:-2]}.{f.name}" for key in POSITIVE if key.endswith(".*")
+            for f in dataclasses.fields(value_at(p, key[:-2]))]
+    positive = [(key, value_at(p, key)) for key in [k for k in POSITIVE if not k.endswith(".*")] + keys]
+    if p.eval.batch_size != "auto":
+        positive.append(("eval.batch_size", p.eval.batch_size))
+    tiny, train = p.model.tiny, p.train
+    return [
+        *((key, value, value > 0, "> 0") for key, value in positive),
+        ("seed", p.seed, 0 <= p.seed < SEED_RANGE, f"an integer in 0..{SEED_RANGE - 1}"),
+        ("data.max_rows", p.data.max_rows, p.data.max_rows is None or p.data.max_rows > p.data.eval_rows,
+         f"null or more than data.eval_rows ({p.data.eval_rows})"),
+        ("eval.mcq.max_rows", p.eval.mcq.max_rows, p.eval.mcq.max_rows is None or p.eval.mcq.max_rows >= 1,
+         "null (all questions) or >= 1"),
+        ("lora.dropout", p.lora.dropout, 0 <= p.lora.dropout < 1, "in [0, 1)"),
+        ("lora.target_modules", p.lora.target_modules, bool(p.lora.target_modules)
+         and len(set(p.lora.target_modules)) == len(p.lora.target_modules), "a non-empty list of distinct names"),
+        ("train.warmup_steps", train.warmup_steps, train.warmup_steps >= 0, ">= 0"),
+        ("train.base_precision", train.base_precision, train.base_precision == "bf16" or (
+            train.backend == "unsloth" and not train.load_in_4bit and p.lora.dropout == 0
+            and set(PROJECTIONS) <= set(p.lora.target_modules)),
+         "bf16 unless train.backend is unsloth, train.load_in_4bit false, lora.dropout 0 and lora.target_modules "
+         "all seven projections (fp8 runs in Unsloth's fused LoRA kernels, on a 16-bit base)"),
+        ("train.weight_decay", train.weight_decay, train.weight_decay >= 0, ">= 0"),
+        ("train.optim", train.optim, train.optim == "auto" or train.optim in transformers_names("OptimizerNames"),
+         "auto or an optimizer transformers knows (transformers.training_args.OptimizerNames)"),
+        ("train.lr_scheduler_type", train.lr_scheduler_type,
+         train.lr_scheduler_type in transformers_names("SchedulerType"),
+         "a schedule transformers knows (transformers.trainer_utils.SchedulerType)"),
+        ("eval.max_new_tokens", p.eval.max_new_tokens, p.eval.max_new_tokens < train.max_seq_length,
+         f"below train.max_seq_length ({train.max_seq_length}), which also bounds prompt + generation"),
+        ("eval.mcq.max_new_tokens", p.eval.mcq.max_new_tokens,
+         p.eval.mcq.source is None or p.eval.mcq.max_new_tokens < train.max_seq_length,
+         f"below train.max_seq_length ({train.max_seq_length}), which also bounds prompt + generation"),
+        ("model.tiny.vocab_size", tiny.vocab_size, tiny.vocab_size >= BPE_ALPHABET,
+         f">= {BPE_ALPHABET} (the byte alphabet and the special tokens)"),
+        ("model.tiny.hidden_size", tiny.hidden_size, tiny.num_attention_heads <= 0 or (
+            tiny.hidden_size % tiny.num_attention_heads == 0 and (tiny.hidden_size // tiny.num_attention_heads) % 2 == 0),
+         f"a multiple of model.tiny.num_attention_heads ({tiny.num_attention_heads}) with an even head width "
+         "(rotary embeddings rotate pairs)"),
+        ("model.tiny.num_key_value_heads", tiny.num_key_value_heads,
+         tiny.num_key_value_heads <= 0 or tiny.num_attention_heads % tiny.num_key_value_heads == 0,
+         f"a divisor of model.tiny.num_attention_heads ({tiny.num_attention_heads})"),
+        ("bench.tokenizer_vocab_size", p.bench.tokenizer_vocab_size, p.bench.tokenizer_vocab_size >= BPE_ALPHABET,
+         f">= {BPE_ALPHABET} (the byte alphabet and the special tokens)"),
+        ("bench.seq_probe_lengths", p.bench.seq_probe_lengths, all(n > 0 for n in p.bench.seq_probe_lengths)
+         and p.bench.seq_probe_lengths == sorted(p.bench.seq_probe_lengths), "positive lengths, shortest first"),
+    ]
+
+
+@functools.cache
+def transformers_names(enum: str) -> set[str]:
+    """The values of transformers' OptimizerNames or SchedulerType, read from its source: importing it would load
+    torch and peft (seconds) in every stage that reads params.yaml. tests/test_config.py compares with the enums."""
+    import importlib.util
+
+    module = {"OptimizerNames": "training_args", "SchedulerType": "trainer_utils"}[enum]
+    origin = Path(importlib.util.find_spec("transformers").origin).parent / f"{module}.py"
+    tree = ast.parse(origin.read_text(encoding="utf-8"))
+    body = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == enum).body
+    return {stmt.value.value for stmt in body if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Constant)}
+
+
+def load(path: str | Path = PARAMS_FILE, overrides: dict[str, Any] | None = None) -> Params:
+    """Read params.yaml (plus dotted-key overrides) into a validated Params."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found; run from the repository root") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    for dotted, value in (overrides or {}).items():
+        set_dotted(raw, dotted, value)
+    return build(Params, raw)
+
+
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    """tree["a"]["b"] = value for dotted = "a.b", creating missing levels."""
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
+
+
+def build(cls: type, raw: Any, prefix: str = ""):
+    """Build dataclass `cls` from a mapping, checking every key and type."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'params'}: expected a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; known keys: {', '.join(fields)}"
+            raise ConfigError(f"{prefix}{key}: unknown key{hint}")
+    missing = [key for key in fields if key not in raw]
+    if missing:
+        raise ConfigError(f"{prefix}{missing[0]}: missing; params.yaml must set every key (conf/config.yaml "
+                          "holds them all: `python scripts/compose_params.py` writes a complete params.yaml)")
+    values = {key: _coerce(hints[key], value, f"{prefix}{key}") for key, value in raw.items()}
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for inner in options:
+            try:
+                return _coerce(inner, value, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
+        expected = " or ".join(", ".join(typing.get_args(a)) if typing.get_origin(a) is Literal else a.__name__
+                               for a in options)
+        raise ConfigError(f"{key}: expected {expected}; got {type(value).__name__} {value!r}")
+    if origin is Literal:
+        if isinstance(value, bool) and {"on", "off"} <= set(args):  # YAML 1.1 reads on/off as booleans
+            value = "on" if value else "off"
+        if value not in args:
+            raise ConfigError(f"{key}: must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        return [_coerce(args[0], item, f"{key}[{i}]") for i, item in enumerate(value)]
+    if hint is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:  # YAML 1.1 reads `2e-4` as a string
+            number = float(value)
+        except ValueError:
+            number = None
+        if number is not None:
+            if not math.isfinite(number):
+                raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+            return number
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+

@@ -1,0 +1,1 @@
+"""Scoring generations: metrics shared by the tasks and the stages."""

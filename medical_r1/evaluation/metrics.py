@@ -1,0 +1,65 @@
+"""Scores for generations and losses. Plain values in, plain values out."""
+
+from __future__ import annotations
+
+import math
+import re
+from statistics import mean
+
+from medical_r1.data.prompts import split_generation
+
+RATES = ("format_compliance", "stop_rate", "rouge_l", "ner_f1", "mcq_accuracy")
+"""The 0-1 quality scores drawn together as before/after bars, where a run has them."""
+LOSSES = ("eval_loss", "response_loss")
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+def format_compliant(text: str) -> bool:
+    """The generation closes `</think>` and then gives a non-empty answer."""
+    generation = split_generation(text)
+    return generation.closed_think and bool(generation.answer)
+
+
+def format_compliance(texts: list[str]) -> float:
+    """Share of generations that are format compliant."""
+    return mean(format_compliant(t) for t in texts) if texts else 0.0
+
+
+def stop_rate(stopped: list[bool]) -> float:
+    """Share of generations that ended with EOS before the token budget ran out."""
+    return mean(stopped) if stopped else 0.0
+
+
+class _MixedScriptTokenizer:
+    """Words for Latin text, single characters for CJK (rouge-score's default drops non-ASCII)."""
+
+    def tokenize(self, text: str) -> list[str]:
+        spaced = _CJK.sub(lambda m: f" {m.group(0)} ", text.lower())
+        return re.findall(r"[\w\u3400-\u9fff\uf900-\ufaff]+", spaced)
+
+
+def rouge_l(predictions: list[str], references: list[str]) -> float:
+    """Mean ROUGE-L F1 of each prediction against its reference (rouge-score's LCS)."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_MixedScriptTokenizer())
+    scores = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
+    return mean(scores) if scores else 0.0
+
+
+def perplexity(loss: float) -> float | None:
+    """exp(loss); None (JSON null) past 1e21, where it says nothing a loss of 50 does not."""
+    return math.exp(loss) if loss < 50 else None
+
+
+def rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def precision_recall_f1(true_positives: int, predicted: int, gold: int) -> tuple[float, float, float]:
+    """Micro precision, recall and F1 from counts; 0 where a denominator is 0."""
+    precision = true_positives / predicted if predicted else 0.0
+    recall = true_positives / gold if gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1

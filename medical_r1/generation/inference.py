@@ -1,0 +1,238 @@
+"""Running a model for evaluation: loading it with its adapter, teacher-forced loss, batched greedy generation.
+
+Evaluation loads models with plain transformers whatever `train.backend` trained the adapter (the adapter is
+PEFT-format either way), merges the adapter into float32 weights (16-bit weights keep it as LoRA layers: a merge
+there would round part of it away; see `load`), and generates with `stages/decoding.py` (engine `static`) or
+transformers' `generate()` (engine `generate`: the dynamic-cache reference path, for models whose attention does
+not go through transformers' AttentionInterface).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from medical_r1 import UserError, runtime
+from medical_r1.generation import decoding
+from medical_r1.model import memory
+from medical_r1.model.base_model import BaseModel
+
+LOGITS_CHUNK = 1024
+"""Tokens whose logits over the vocabulary exist at once in the teacher-forced loss (float32)."""
+
+
+@dataclass
+class Generations:
+    texts: list[str]
+    """What the model wrote after each prompt (special tokens removed)."""
+    stopped: list[bool]
+    """Whether each generation ended with EOS within the budget."""
+    new_tokens: list[int]
+    """Tokens generated per prompt, EOS included."""
+    seconds: float
+    """Wall time of generation (prefill and decoding, all batches)."""
+    batch_size: int
+    """Rows per batch as run: eval.batch_size (or what `auto` chose) evened out over the prompts."""
+    prompts_cut: int
+    """Prompts longer than the model's budget (train.max_seq_length - max_new_tokens), cut to their last tokens."""
+
+    @property
+    def tokens_per_second(self) -> float:
+        return round(sum(self.new_tokens) / self.seconds, 1)
+
+
+@dataclass
+class Decoded:
+    tokens: list[list[int]]
+    """New tokens of each prompt, up to its EOS (inclusive) or the budget."""
+    seconds: float
+    """Wall time of all batches."""
+    batch_size: int
+    """Rows per batch."""
+    prefill_seconds: float | None
+    """The part of `seconds` spent in prefills (static engine; None for generate())."""
+
+
+def load(base: BaseModel, adapter: Path | None, load_in_4bit: bool, merge: bool | None = None):
+    """The base model with `adapter` when given, and its tokenizer. The adapter is merged into the weights when
+    `merge` is True, kept as LoRA layers (a PeftModel) when False, and by default (None) merged only into float32
+    weights: adding a small low-rank update to 16-bit weights rounds much of it away (on the H200 a 12-step adapter
+    of the 8B architecture gave teacher-forced loss 8.497 with its LoRA layers and 9.141 merged in bf16), so on a
+    GPU the tuned model is scored exactly as trained, with its LoRA layers.
+
+    With load_in_4bit the base is loaded in NF4 as training saw it (both backends quantize model.name itself),
+    then dequantized to 16-bit before the merge: the tuned model is base-as-quantized + adapter, run at 16-bit
+    speed, and the base model is scored on the same dequantized weights.
+    """
+    from transformers import AutoTokenizer
+
+    model = runtime.from_pretrained(base.weights, base.revision, base.trust_remote_code, load_in_4bit)
+    if load_in_4bit:
+        model = model.dequantize(dtype=runtime.compute_dtype())
+    if adapter is not None:
+        import torch
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+        if merge or (merge is None and model.dtype == torch.float32):
+            model = model.merge_and_unload()
+    return model.eval(), AutoTokenizer.from_pretrained(base.tokenizer)
+
+
+def free_memory_bytes(device) -> int:
+    """Free memory of the model's device: the GPU's (counting what PyTorch's allocator holds but no tensor uses,
+    e.g. after the loss pass), or the machine's available RAM."""
+    import torch
+
+    if device.type == "cuda":
+        held_unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return torch.cuda.mem_get_info(device)[0] + held_unused
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def value_bytes(model) -> int:
+    return next(model.parameters()).element_size()
+
+
+def teacher_forced_loss(model, tokenizer, rows: list[dict], batch_size: int | str, max_length: int) -> dict:
+    """Mean per-token NLL on the full text and on the completion part only (token-weighted).
+
+    Rows are batched by length; logits are computed LOGITS_CHUNK real tokens at a time, never for the whole batch.
+    """
+    import torch
+
+    encoded = [tokenizer(r["text"], truncation=True, max_length=max_length)["input_ids"] for r in rows]
+    prompt_lengths = [len(tokenizer(r["prompt"])["input_ids"]) for r in rows]
+    if batch_size == "auto":
+        batch_size = memory.loss_batch(model.config, free_memory_bytes(model.device), max(map(len, encoded)),
+                                       LOGITS_CHUNK, value_bytes(model))
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    totals = {"full": [0.0, 0], "response": [0.0, 0]}
+    for batch in batches(sorted(range(len(rows)), key=lambda i: len(encoded[i])), batch_size):
+        ids, mask = padded([encoded[i] for i in batch], tokenizer.pad_token_id, "right", model.device)
+        with torch.no_grad():
+            hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+            real = mask[:, 1:].bool()
+            positions = torch.arange(real.shape[1], device=model.device).unsqueeze(0)
+            starts = torch.tensor([prompt_lengths[i] - 1 for i in batch], device=model.device).unsqueeze(1)
+            response = (positions >= starts)[real]
+            states, targets = hidden[real], ids[:, 1:][real]
+            nll = torch.cat([torch.nn.functional.cross_entropy(head(states[s:s + LOGITS_CHUNK]).float(),
+                                                               targets[s:s + LOGITS_CHUNK], reduction="none")
+                             for s in range(0, len(targets), LOGITS_CHUNK)])
+        for key, selected in (("full", nll), ("response", nll[response])):
+            totals[key][0] += selected.sum().item()
+            totals[key][1] += selected.numel()
+    return {key: total / max(count, 1) for key, (total, count) in totals.items()}
+
+
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int | str, engine: str,
+             max_length: int, label: str) -> Generations:
+    """Greedy generation until EOS or `max_new_tokens`; see `generate_tokens`. A prompt longer than `max_length` -
+    `max_new_tokens` tokens (the length the model was trained at, less the budget) keeps its last tokens, which hold
+    the question's end and the template's cue to answer; the cuts are counted."""
+    budget = max_length - max_new_tokens
+    encoded = [tokenizer(p)["input_ids"] for p in prompts]
+    cut = sum(len(ids) > budget for ids in encoded)
+    run = generate_tokens(model, [cut_to(ids, budget, tokenizer.bos_token_id) for ids in encoded], max_new_tokens,
+                          batch_size, engine,
+                          tokenizer.eos_token_id, tokenizer.pad_token_id, label)
+    return Generations(texts=[tokenizer.decode(t, skip_special_tokens=True) for t in run.tokens],
+                       stopped=[bool(t) and t[-1] == tokenizer.eos_token_id for t in run.tokens],
+                       new_tokens=[len(t) for t in run.tokens], seconds=run.seconds, batch_size=run.batch_size,
+                       prompts_cut=cut)
+
+
+def cut_to(ids: list[int], budget: int, bos: int | None) -> list[int]:
+    """The last `budget` tokens of a prompt, its BOS kept in front as in training."""
+    if len(ids) <= budget:
+        return ids
+    return ids[:1] + ids[len(ids) - budget + 1:] if bos is not None and ids[0] == bos else ids[-budget:]
+
+
+def generate_tokens(model, encoded: list[list[int]], max_new_tokens: int, batch_size: int | str, engine: str,
+                    eos: int | None, pad: int, label: str) -> Decoded:
+    """Greedy new tokens of each prompt (up to its EOS, inclusive; the whole budget when `eos` is None).
+
+    Prompts are batched by length and left-padded; `batch_size: auto` takes the most rows whose KV cache fits the
+    free memory. Shows a progress bar on a terminal and prints one summary line, `label` first."""
+    import torch
+    from tqdm import tqdm
+
+    longest = max(map(len, encoded))
+    if batch_size == "auto":
+        batch_size = memory.generation_batch(model.config, free_memory_bytes(model.device), longest, max_new_tokens,
+                                             decoding.PREFILL_TOKENS, value_bytes(model))
+    groups = batches(sorted(range(len(encoded)), key=lambda i: len(encoded[i])), batch_size)
+    rows = max(map(len, groups))
+    attention = model.config._attn_implementation
+    new_tokens: dict[int, list[int]] = {}
+    progress = tqdm(total=len(encoded), desc=label, unit="prompt", disable=None, leave=False)
+    began = time.perf_counter()
+    try:
+        run = (static_engine(model, rows, longest, max_new_tokens, eos, pad) if engine == "static"
+               else generate_engine(model, max_new_tokens, eos, pad))
+        for group in groups:
+            filled = group + [group[0]] * (rows - len(group)) if engine == "static" else group
+            ids, mask = padded([encoded[i] for i in filled], pad, "left", model.device)
+            for i, tokens in zip(group, run(ids, mask)):
+                new_tokens[i] = tokens
+            progress.update(len(group))
+            progress.set_postfix(tokens_per_second=round(sum(map(len, new_tokens.values()))
+                                                         / (time.perf_counter() - began)))
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+    finally:
+        progress.close()
+        model.set_attn_implementation(attention)
+    seconds = time.perf_counter() - began
+    outputs = [new_tokens[i] for i in range(len(encoded))]
+    total = sum(map(len, outputs))
+    print(f"{label}: {len(encoded)} prompts, {total:,} new tokens in {seconds:.1f} s ({total / seconds:,.0f} "
+          f"tokens/s; batch {rows}, engine {engine})", flush=True)
+    return Decoded(outputs, seconds, rows, run.prefill_seconds if engine == "static" else None)
+
+
+def static_engine(model, rows: int, prompt_length: int, max_new_tokens: int, eos: int | None, pad: int):
+    """stages/decoding.py's StaticDecoder, with its attention set on the model (a CUDA graph on a GPU)."""
+    decoding.register_attention()
+    model.set_attn_implementation(decoding.ATTENTION)
+    if model.config._attn_implementation != decoding.ATTENTION:
+        raise UserError(f"eval.engine=static: {type(model).__name__} does not route attention through transformers' "
+                        "AttentionInterface; set eval.engine=generate")
+    return decoding.StaticDecoder(model, rows, prompt_length, max_new_tokens, eos, pad, cuda_graph=True)
+
+
+def generate_engine(model, max_new_tokens: int, eos: int | None, pad: int):
+    """transformers' generate() with its dynamic cache: the plain reference path. Without `eos` the whole budget
+    is generated (EOS suppressed until then)."""
+    forced = {} if eos is not None else {"min_new_tokens": max_new_tokens}
+
+    def run(ids, mask) -> list[list[int]]:
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                             eos_token_id=eos, pad_token_id=pad, **forced)
+        return [decoding.until_eos(row, eos) for row in out[:, ids.shape[1]:].tolist()]
+
+    return run
+
+
+def batches(order: list[int], batch_size: int) -> list[list[int]]:
+    """`order` cut into the fewest batches of at most `batch_size`, all of one size but the last (so a static
+    engine pads the last one least)."""
+    count = -(-len(order) // batch_size)
+    size = -(-len(order) // count)
+    return [order[start:start + size] for start in range(0, len(order), size)]
+
+
+def padded(sequences: list[list[int]], pad: int, side: str, device):
+    """Token lists -> (ids, attention mask) tensors padded on `side` to the longest."""
+    import torch
+
+    longest = max(map(len, sequences))
+    fill = [[pad] * (longest - len(s)) for s in sequences]
+    ids = [f + s if side == "left" else s + f for s, f in zip(sequences, fill)]
+    mask = [[0] * len(f) + [1] * len(s) if side == "left" else [1] * len(s) + [0] * len(f)
+            for s, f in zip(sequences, fill)]
+    return torch.tensor(ids, device=device), torch.tensor(mask, device=device)

@@ -1,0 +1,1 @@
+"""What a person reads: charts, the markdown report, the model card."""

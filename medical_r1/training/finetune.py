@@ -1,0 +1,122 @@
+"""The LoRA SFT recipe: setup -> fit. stages/train.py, stages/bench.py and the tests all train through it.
+
+    session = finetune.setup(base, train, lora, seed, lengths)   # base + LoRA on this machine, a step log
+    seconds = finetune.fit(session, train_rows, eval_rows, train, seed, output_dir, callbacks)
+
+`setup` fixes threads and seeds, loads the base with the `train.backend` backend, resolves
+`train.gradient_checkpointing` from the memory estimate and adds LoRA. `fit` trains TRL's SFTTrainer on the rows'
+`text` (held-out loss every save_steps) and returns the wall time. Callers add what is theirs around it: train
+resuming and saving, bench its timing and profiling callbacks. Nothing here knows which backend it runs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from medical_r1 import UserError, runtime
+from medical_r1.model import backends, base_model, memory
+from medical_r1.training import steplog
+from medical_r1.model.base_model import BaseModel
+
+
+@dataclass
+class Session:
+    model: Any
+    """The base model with LoRA adapters (a PEFT model), on this machine's device."""
+    tokenizer: Any
+    """The tokenizer prepare formatted the rows with."""
+    backend: ModuleType
+    """The stages.backends module that loaded the model."""
+    gradient_checkpointing: bool
+    """train.gradient_checkpointing as resolved for this model, rows and device."""
+    estimated_peak_gib: float | None
+    """Estimated peak of the largest micro-batch without recomputation (None on the CPU)."""
+    log: Any
+    """The step log (stages/steplog.py); fit records into it."""
+
+
+def resolve_optim(optim: str, cuda: bool) -> str:
+    """`auto`: 8-bit AdamW where bitsandbytes runs (a CUDA GPU), plain AdamW elsewhere. (The fused AdamW, one
+    kernel for all LoRA tensors, measured no faster on the H200: reports/bench/NOTES.md.)"""
+    if optim != "auto":
+        return optim
+    return "adamw_8bit" if cuda else "adamw_torch"
+
+
+def setup(base: BaseModel, train, lora, seed: int, lengths: list[int]) -> Session:
+    """The base model with LoRA, ready to train on rows of these token lengths."""
+    base_model.check_lora(base, lora)
+    if train.base_precision == "fp8":
+        runtime.require_fp8_gpu()  # before the weights load
+    runtime.setup(seed)
+    backend = backends.get(train.backend)
+    model, tokenizer = backend.load(base, train.load_in_4bit, train.max_seq_length)
+    checkpointing, estimate = decide_checkpointing(train, backend, model, lengths)
+    try:
+        model = backend.add_lora(model, lora, seed, checkpointing, train.base_precision)
+    except ValueError as err:  # PEFT: a target module the model does not have
+        raise UserError(f"lora.target_modules: {str(err).splitlines()[0]}") from None
+    return Session(model, tokenizer, backend, checkpointing, estimate,
+                   steplog.step_logger(model, tokenizer.pad_token_id))
+
+
+def decide_checkpointing(train, backend: ModuleType, model, lengths: list[int]) -> tuple[bool, float | None]:
+    """train.gradient_checkpointing resolved for this model on this device, and the estimated peak (GiB) of the
+    largest micro-batch of rows of these lengths without recomputation (None on the CPU). See stages/memory.py."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return memory.choose_checkpointing(train.gradient_checkpointing, None, None), None
+    batch = train.per_device_train_batch_size
+    lengths = [min(n, train.max_seq_length) for n in lengths]
+    tokens = (batch * train.max_seq_length if train.packing
+              else memory.worst_batch_tokens(lengths, batch, padding_free=backend.PADDING_FREE))
+    loaded = torch.cuda.memory_allocated() / 2**30
+    estimate = memory.estimated_peak_gib(backend.activation_bytes_per_token(model.config), tokens, loaded)
+    gpu = torch.cuda.get_device_properties(0).total_memory / 2**30
+    return memory.choose_checkpointing(train.gradient_checkpointing, estimate, gpu), round(estimate, 2)
+
+
+def fit(session: Session, train_rows: list[dict], eval_rows: list[dict] | None, train, seed: int,
+        output_dir: str | Path, callbacks: list = (), resume_from: Path | None = None) -> float:
+    """Train on the rows' `text` (prompt + reasoning + answer + EOS); the wall time in seconds, counting the time
+    a resumed run had spent before (session.log restored from its checkpoint). A run whose loss or gradient norm
+    stops being finite ends at that step with steplog.Diverged (a UserError)."""
+    trainer = sft_trainer(session, train_rows, eval_rows, train, seed, str(output_dir), [session.log, *callbacks])
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if session.log.diverged:
+        raise steplog.Diverged(session.log.diverged)
+    return time.perf_counter() - started + session.log.offset
+
+
+def sft_trainer(session: Session, train_rows: list[dict], eval_rows: list[dict] | None, train, seed: int,
+                output_dir: str, callbacks: list):
+    """TRL's SFTTrainer configured from train.*; held-out loss every save_steps when there are held-out rows."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    cuda = torch.cuda.is_available()
+    dtype = getattr(session.model, "dtype", torch.float32)
+    args = SFTConfig(
+        output_dir=output_dir, seed=seed, data_seed=seed, report_to="none",
+        max_steps=train.max_steps, per_device_train_batch_size=train.per_device_train_batch_size,
+        per_device_eval_batch_size=train.per_device_train_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps, learning_rate=train.learning_rate,
+        warmup_steps=train.warmup_steps, optim=resolve_optim(train.optim, cuda), weight_decay=train.weight_decay,
+        lr_scheduler_type=train.lr_scheduler_type, logging_steps=train.logging_steps, save_steps=train.save_steps,
+        save_total_limit=2, eval_strategy="steps" if eval_rows else "no", eval_steps=train.save_steps,
+        bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
+        max_length=train.max_seq_length, packing=train.packing, dataset_text_field="text",
+        dataloader_num_workers=0, logging_nan_inf_filter=False,  # a NaN loss must reach steplog, not be averaged away
+        dataloader_pin_memory=cuda, accelerator_config={"non_blocking": cuda},  # a batch's copy waits for no GPU work
+        **session.backend.trainer_args(session.gradient_checkpointing))
+    to_dataset = lambda rows: Dataset.from_list([{"text": r["text"]} for r in rows])  # noqa: E731
+    return SFTTrainer(model=session.model, args=args, processing_class=session.tokenizer,
+                      train_dataset=to_dataset(train_rows), eval_dataset=to_dataset(eval_rows) if eval_rows else None,
+                      callbacks=callbacks)
