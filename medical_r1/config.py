@@ -23,11 +23,11 @@ from typing import Any, Literal
 import yaml
 
 from medical_r1 import UserError
+from medical_r1.model.backends import REGISTRY
 
 PARAMS_FILE = Path("params.yaml")
-Backend = Literal["unsloth", "hf"]
-BACKENDS = typing.get_args(Backend)
-"""The values of train.backend (stages/backends/<name>_backend.py each)."""
+Backend = Literal[tuple(REGISTRY)]
+"""The values of train.backend: the backends' registry (medical_r1/model/backends/)."""
 
 
 class ConfigError(UserError):
@@ -136,7 +136,7 @@ class TrainConfig:
     """Pack several rows into one max_seq_length sequence (TRL packing)."""
     gradient_checkpointing: Literal["auto", "on", "off"]
     """Recompute activations in backward: `on`, `off`, or `auto`: off when the estimated peak of the largest
-    micro-batch without recomputation fits in 70% of the GPU (stages/memory.py), on otherwise; off on the CPU."""
+    micro-batch without recomputation fits in 70% of the GPU (medical_r1/model/memory.py), on otherwise; off on the CPU."""
     resume: Literal["auto", "never"]
     """`auto`: continue from the newest complete checkpoint of this same run (same params and data)."""
 

@@ -18,6 +18,7 @@ import unsloth.models  # noqa: F401  (before transformers, as everywhere; and be
 from unsloth.utils import attention_dispatch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from medical_r1.model import patches  # noqa: E402
 
 
 def varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, window_size=(-1, -1),
@@ -27,9 +28,8 @@ def varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=No
                                                      scale, *window_size)
 
 
-attention_dispatch._TORCH_VARLEN_ATTN = varlen_attn
-attention_dispatch._LEAN_VARLEN = True
-attention_dispatch._varlen_can_use_cudnn = lambda *args, **kwargs: False  # torch 2.14: False for causal GQA
-attention_dispatch._NATIVE_BEATS_XFORMERS = True  # what it computes once torch has a varlen kernel
+patches.apply(patches.UNSLOTH_VARLEN_ATTENTION, varlen_attn, True,
+              lambda *args, **kwargs: False,  # _varlen_can_use_cudnn: torch 2.14 says False for causal GQA
+              True)  # _NATIVE_BEATS_XFORMERS: what Unsloth computes once torch has a varlen kernel
 sys.argv = ["stages.bench", *sys.argv[1:]]
 runpy.run_module("stages.bench", run_name="__main__")

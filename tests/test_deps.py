@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from medical_r1.model.backends import REGISTRY
 from tests.conftest import COMMANDS, REPO
 
 
@@ -16,19 +17,29 @@ def module_file(name: str) -> Path:
     return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
+PACKAGES = ("stages", "medical_r1")
+"""Our code: the entry points and the library."""
+PICKED_BY_NAME = {"medical_r1.data.tasks", "medical_r1.model.backends"}
+"""Packages whose get(name) imports one of their modules at run time (data.task, train.backend)."""
+
+
 def direct_imports(name: str) -> set[str]:
-    """Modules of our packages that `name` imports, its packages included; `importlib.import_module(f"a.b.{x}")`
-    counts as importing every module of a.b (tasks.get and backends.get pick one at run time)."""
-    found = set()
+    """Modules of our packages that `name` imports, its packages included; a call of `tasks.get(...)` or
+    `backends.get(...)` counts as importing every module of that package (it picks one at run time)."""
+    found, local_names = set(), {}
     for node in ast.walk(ast.parse(module_file(name).read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
             found.add(node.module)
-            found |= {f"{node.module}.{a.name}" for a in node.names if module_file(f"{node.module}.{a.name}").is_file()}
+            for alias in node.names:
+                if module_file(f"{node.module}.{alias.name}").is_file():
+                    found.add(f"{node.module}.{alias.name}")
+                    local_names[alias.asname or alias.name] = f"{node.module}.{alias.name}"
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.split(".")[0] in PACKAGES}
-        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module"
-              and node.args and isinstance(node.args[0], ast.JoinedStr)):
-            package = node.args[0].values[0].value.rstrip(".")
+    for node in ast.walk(ast.parse(module_file(name).read_text())):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                and isinstance(node.func.value, ast.Name) and local_names.get(node.func.value.id) in PICKED_BY_NAME):
+            package = local_names[node.func.value.id]
             found |= {f"{package}.{p.stem}" for p in module_file(package).parent.glob("*.py") if p.stem != "__init__"}
     return found | {".".join(m.split(".")[:i]) for m in found for i in range(1, m.count(".") + 1)}
 
@@ -51,9 +62,6 @@ def stages_of(dvc_yaml: Path):
         module = re.search(r"python -m ([\w.]+)", body["cmd"]).group(1)
         yield name, module, body.get("deps", []), body
 
-
-PACKAGES = ("stages", "medical_r1")
-"""Our code: the entry points and the library."""
 
 PIPELINES = [REPO / "dvc.yaml", REPO / "bench/dvc.yaml", REPO / "export/dvc.yaml"]
 
@@ -88,12 +96,17 @@ def test_tests_run_the_stages_as_dvc_yaml_does():
 
 
 def test_the_closure_follows_dynamic_imports():
-    """tasks.get() imports a task module by name: every task is a dependency of what calls it."""
+    """tasks.get() imports a task module by name: every task is a dependency of what calls it; only the packages
+    in PICKED_BY_NAME import by name."""
+    dynamic = {str(path.relative_to(REPO)) for path in REPO.glob("medical_r1/**/*.py")
+               if "import_module(" in path.read_text() and path.name != "patches.py"}
+    assert dynamic == {str(module_file(package).relative_to(REPO)) for package in PICKED_BY_NAME}
     closure = import_closure("stages.prepare")
     tasks = Path("medical_r1/data/tasks")
     assert {str(tasks / "cmeee_ner.py"), str(tasks / "mcq.py"), str(tasks / "medical_cot.py")} <= closure
-    assert "medical_r1/model/backends/unsloth.py" in import_closure("stages.train")
-    assert not any(path.startswith("medical_r1/model/backends") for path in import_closure("stages.evaluate"))
+    implementations = {f"medical_r1/model/backends/{module}.py" for module in REGISTRY.values()}
+    assert implementations <= import_closure("stages.train")
+    assert not implementations & import_closure("stages.evaluate")  # evaluation loads with plain transformers
 
 
 def params_read_by(module: str) -> set[str]:

@@ -66,12 +66,12 @@ def test_4bit_without_gpu_is_refused_in_one_sentence(workdir):
 
 
 def test_fp8_base_keeps_each_weight_row_within_float8_precision_and_leaves_other_layers_alone():
-    """train.base_precision: fp8 (stages/backends/unsloth_fp8.to_fp8) on a tiny Llama, on the CPU: every
+    """train.base_precision: fp8 (stages/backends/fp8.to_fp8) on a tiny Llama, on the CPU: every
     projection LoRA will wrap becomes float8 with a per-row scale whose product is the weight to float8's 3
     mantissa bits; a layer LoRA leaves alone, or one already quantized (a Linear subclass), is not touched."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from medical_r1.model.backends import unsloth_fp8
+    from medical_r1.model import fp8
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -83,7 +83,7 @@ def test_fp8_base_keeps_each_weight_row_within_float8_precision_and_leaves_other
     model.model.layers[1].mlp.down_proj = QuantizedLinear(64, 32, bias=False, dtype=torch.bfloat16)
     before = {name: module.weight.detach().clone() for name, module in model.named_modules()
               if isinstance(module, torch.nn.Linear)}
-    assert unsloth_fp8.to_fp8(model, ["q_proj", "v_proj", "down_proj"]) == 2 + 2 + 1
+    assert fp8.to_fp8(model, ["q_proj", "v_proj", "down_proj"]) == 2 + 2 + 1
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.Linear):
             continue
@@ -99,7 +99,7 @@ def test_fp8_base_keeps_each_weight_row_within_float8_precision_and_leaves_other
 
 
 def test_unsloth_fused_lora_multiplies_fp8_base_weights_in_fp8_both_ways(monkeypatch):
-    """Unsloth's own fused LoRA code on the CPU, with FP8 weights from unsloth_fp8.to_fp8 after keep_fp8_products:
+    """Unsloth's own fused LoRA code on the CPU, with FP8 weights from fp8.to_fp8 after keep_fp8_products:
     the forward product (matmul_lora) and the backward functions (LoRA_W, LoRA_QKV, LoRA_MLP) agree with the same
     code on the weights dequantized to bf16 to the precision of FP8 operands (a few percent) and are not those
     products (the FP8 path ran); the LoRA gradients that do not go through the base weight are identical; the
@@ -111,18 +111,18 @@ def test_unsloth_fused_lora_multiplies_fp8_base_weights_in_fp8_both_ways(monkeyp
     from unsloth.kernels import utils
     from unsloth.kernels.utils import matmul_lora
 
-    from medical_r1.model.backends import unsloth_fp8
+    from medical_r1.model import fp8
 
     monkeypatch.setattr(utils, "fp8_linear", utils.fp8_linear)  # put Unsloth's own back afterwards
     monkeypatch.setattr(fast_lora, "fast_dequantize", fast_lora.fast_dequantize)
-    unsloth_fp8.keep_fp8_products()
+    fp8.keep_fp8_products()
     torch.manual_seed(0)
     tokens, hidden, kv, intermediate, r = 48, 64, 32, 128, 4
     bf16 = torch.bfloat16
 
     def fp8_projection(out_features, in_features):
         linear = torch.nn.Linear(in_features, out_features, bias=False, dtype=bf16)
-        unsloth_fp8.to_fp8(torch.nn.ModuleDict({"proj": linear}), ["proj"])
+        fp8.to_fp8(torch.nn.ModuleDict({"proj": linear}), ["proj"])
         dequantized = (linear.weight.float() * linear.weight_scale).to(bf16)
         lora = (torch.randn(r, in_features, dtype=bf16) * 0.1, torch.randn(out_features, r, dtype=bf16) * 0.1, 2.0)
         return (linear.weight, linear.weight_scale, lora), (dequantized, None, lora)
@@ -173,24 +173,24 @@ def test_unsloth_fused_lora_multiplies_fp8_base_weights_in_fp8_both_ways(monkeyp
                         [d_hidden, d_kv, d_kv.flip(1)], inplace=True, dropout_p=(0.0, 0.0, 0.0))
     assert torch.equal(in_place[0], cases["LoRA_QKV"](0)[0]) and in_place[0].data_ptr() == x_overwritten.data_ptr()
     backward_weight = fast_lora.fast_dequantize(weight.t(), quant, dtype=bf16)
-    assert isinstance(backward_weight, unsloth_fp8.FP8Weight)
+    assert isinstance(backward_weight, fp8.FP8Weight)
     with pytest.raises(TypeError):
         torch.add(x, backward_weight)
 
 
 @pytest.mark.skipif(not CUDA, reason="the Triton kernel runs on a CUDA GPU")
 def test_fp8_row_quantization_kernel_matches_the_cpu_reference():
-    """unsloth_fp8.quantize_rows on a GPU (one Triton kernel) against the same quantization in torch on the CPU:
+    """fp8.quantize_rows on a GPU (one Triton kernel) against the same quantization in torch on the CPU:
     rows across 6 orders of magnitude and one of zeros, a row length that is no multiple of the kernel's block, rows
     further apart than their length, a transposed input."""
-    from medical_r1.model.backends import unsloth_fp8
+    from medical_r1.model import fp8
 
     torch.manual_seed(0)
     x = torch.randn(37, 3000, dtype=torch.bfloat16) * torch.logspace(-3, 3, 37).view(-1, 1)
     x[5] = 0
     for cpu in (x, x[:, :1000], x[:, :1000].t()):
-        gpu_quantized, gpu_scale = unsloth_fp8.quantize_rows(cpu.cuda())
-        quantized, scale = unsloth_fp8.quantize_rows(cpu)
+        gpu_quantized, gpu_scale = fp8.quantize_rows(cpu.cuda())
+        quantized, scale = fp8.quantize_rows(cpu)
         assert torch.allclose(gpu_scale.cpu(), scale, rtol=1e-6, atol=0)
         got, want = gpu_quantized.cpu().float(), quantized.float()
         differ = got != want  # a division rounded the other way: one float8 step apart at most
@@ -207,21 +207,21 @@ def test_fp8_weights_keep_their_backward_copies_through_peft_and_drop_them_with_
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from medical_r1.model.backends import unsloth_fp8
+    from medical_r1.model import fp8
     from medical_r1.config import PROJECTIONS
 
     model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                          num_attention_heads=4, num_key_value_heads=2)).to(torch.bfloat16)
     expected = len(PROJECTIONS) * model.config.num_hidden_layers
-    before = len(unsloth_fp8._BACKWARD_WEIGHTS)
-    converted = unsloth_fp8.to_fp8(model, list(PROJECTIONS))
+    before = len(fp8._BACKWARD_WEIGHTS)
+    converted = fp8.to_fp8(model, list(PROJECTIONS))
     model = get_peft_model(model, LoraConfig(r=4, target_modules=list(PROJECTIONS)))
-    unsloth_fp8.require_fp8_weights(model, converted)
-    assert converted == expected and len(unsloth_fp8._BACKWARD_WEIGHTS) == before + expected
+    fp8.require_fp8_weights(model, converted)
+    assert converted == expected and len(fp8._BACKWARD_WEIGHTS) == before + expected
     layer = model.base_model.model.model.layers[0].self_attn.q_proj.base_layer
     layer.weight = torch.nn.Parameter(layer.weight.to(torch.bfloat16), requires_grad=False)
     with pytest.raises(RuntimeError, match=f"left {expected - 1} of {expected} FP8 base weights"):
-        unsloth_fp8.require_fp8_weights(model, converted)
+        fp8.require_fp8_weights(model, converted)
     del model, layer
     gc.collect()
-    assert len(unsloth_fp8._BACKWARD_WEIGHTS) == before
+    assert len(fp8._BACKWARD_WEIGHTS) == before

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from medical_r1 import UserError, runtime
 from medical_r1.generation import decoding
-from medical_r1.model import memory
+from medical_r1.model import memory, precision
 from medical_r1.model.base_model import BaseModel
 
 LOGITS_CHUNK = 1024
@@ -68,7 +68,7 @@ def load(base: BaseModel, adapter: Path | None, load_in_4bit: bool, merge: bool 
     """
     from transformers import AutoTokenizer
 
-    model = runtime.from_pretrained(base.weights, base.revision, base.trust_remote_code, load_in_4bit)
+    model = precision.for_inference(load_in_4bit).from_pretrained(base.weights, base.revision, base.trust_remote_code)
     if load_in_4bit:
         model = model.dequantize(dtype=runtime.compute_dtype())
     if adapter is not None:

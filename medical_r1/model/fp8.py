@@ -21,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
+from medical_r1.model import patches
+
 FP8_MAX = 448.0
 """The largest finite float8_e4m3fn value."""
 _BACKWARD_WEIGHTS: dict[int, FP8Weight] = {}
@@ -64,11 +66,9 @@ def keep_fp8_products() -> None:
     """Route the frozen layers' products in Unsloth's fused LoRA kernels through `forward_product` and `FP8Weight`
     for weights `to_fp8` converted; every other weight passes through unchanged. Unsloth's forward calls
     `fp8_linear(X, W, weight_scale)`; each backward asks `fast_dequantize(W.t(), weight_scale)` for a bf16 weight
-    and multiplies with its `.t()`. Idempotent."""
+    and multiplies with its `.t()` (patches.UNSLOTH_FP8_PRODUCTS). Idempotent."""
     from unsloth.kernels import fast_lora, utils
 
-    if getattr(utils.fp8_linear, "keeps_fp8", False):
-        return
     linear, dequantize = utils.fp8_linear, fast_lora.fast_dequantize
 
     def fp8_linear(X, weight, weight_scale, bias=None):
@@ -80,8 +80,7 @@ def keep_fp8_products() -> None:
         found = backward_weight(weight) if weight.dim() == 2 and weight.stride(0) == 1 else None  # a W.t() view
         return found if found is not None else dequantize(weight, quant_state, *args, dtype=dtype, **kwargs)
 
-    fp8_linear.keeps_fp8 = True
-    utils.fp8_linear, fast_lora.fast_dequantize = fp8_linear, fast_dequantize
+    patches.apply(patches.UNSLOTH_FP8_PRODUCTS, fp8_linear, fast_dequantize)
 
 
 def backward_weight(weight: torch.Tensor) -> FP8Weight | None:

@@ -1,11 +1,14 @@
 """Let TRL 1.x's SFTTrainer train on a CPU.
 
 TRL computes the SFT loss through a fused LM head whose kernel is Triton-only, so on a machine without
-a GPU every training step fails ("0 active drivers"). `install()` routes that head, on the CPU only,
-to the plain-PyTorch computation below: the same per-token outputs, with the logits materialized.
+a GPU every training step fails ("0 active drivers"). `install_if_no_gpu()` routes that head, on the CPU only,
+to the plain-PyTorch computation below (patches.TRL_CPU_LOSS): the same per-token outputs, with the logits
+materialized.
 """
 
 from __future__ import annotations
+
+from medical_r1.model import patches
 
 
 class _TorchLogProbs:
@@ -35,7 +38,6 @@ class _TorchLogProbs:
 def install_if_no_gpu() -> None:
     """Route TRL's fused LM head to plain PyTorch when there is no CUDA GPU."""
     import torch
-    from trl.trainer import utils
 
-    if not torch.cuda.is_available() and hasattr(utils, "_ChunkedLogProbFunction"):
-        utils._ChunkedLogProbFunction = _TorchLogProbs
+    if not torch.cuda.is_available():
+        patches.apply(patches.TRL_CPU_LOSS, _TorchLogProbs)

@@ -1,16 +1,117 @@
-"""The model card of an export: what the model is, how it was trained, how it scored (huggingface_hub ModelCard).
+"""The two model cards of an export (huggingface_hub ModelCard): the merged model's, at the root of the export and of
+its hub repo, and the LoRA adapter's, in its `adapter/` subfolder. Each says what the model is, how to load it from
+the hub repo, the prompt, how it was trained and how it scored.
 
-Scores go into the card's metadata as `eval_results` (one entry per model and metric: `base eval_loss`,
+Scores go into both cards' metadata as `eval_results` (one entry per model and metric: `base eval_loss`,
 `tuned eval_loss`, ...), so the hub and `ModelCard.load(...).data.eval_results` read them as numbers.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 from medical_r1.data import sources
 
+CARD = "README.md"
+"""A card's file name, at the root of the export (and of its hub repo) and in its adapter folder."""
+ADAPTER_FOLDER = "adapter"
+"""The subfolder of the export (and of its hub repo) that holds the LoRA adapter alone, with its own card."""
 RANDOM_WARNING = ("> **Warning: `weights: random`.** The base model had seeded random weights (the architecture of "
                   "`{name}`, no pretrained weights). This export exists to measure and test the pipeline; it knows "
                   "no medicine and must never be used or published as a medical model.")
+RANDOM_BASE = "<the run's own base: random weights, on no hub>"
+"""What the adapter's code loads as its base when the base had random weights (no hub repo holds them)."""
+NOT_ADVICE = ("Made by the medical-r1-lora DVC pipeline (prepare -> train -> evaluate -> export). Not medical advice: "
+              "a research artifact.")
+
+
+@dataclass(frozen=True)
+class Export:
+    """What both cards of an export tell."""
+
+    params: Any
+    """The run's params.yaml (config.load)."""
+    scores: dict
+    """{"base": {...}, "tuned": {...}}: evaluate's held-out scores."""
+    run: dict
+    """What training resolved (reports/train/run.json): device, weights, optimizer."""
+    example_prompt: str
+    commit: str
+    repo: str | None
+    """The hub repo the cards' code loads from (None: `you/<model name>`, for the reader to replace)."""
+
+    @property
+    def random(self) -> bool:
+        return self.run["weights"] == "random"
+
+    @property
+    def model_name(self) -> str:
+        return f"{self.params.model.name.rsplit('/', 1)[-1]}-medical-lora"
+
+    @property
+    def repo_id(self) -> str:
+        return self.repo or f"you/{self.model_name}"
+
+
+def save(folder: Path, export: Export, dtype: str, losses: tuple[float, float]) -> None:
+    """Write both cards into an export folder: the merged model's at its root, the adapter's (replacing the one PEFT
+    wrote) in its adapter folder."""
+    build(export, dtype, losses).save(folder / CARD)
+    build_adapter(export).save(folder / ADAPTER_FOLDER / CARD)
+
+
+def build(export: Export, dtype: str, losses: tuple[float, float]):
+    """The card at the export's root: the merged model, for plain transformers; `losses` (held-out teacher-forced
+    loss with the adapter, and merged) is the merge check."""
+    use = (python_block(merged_code(export)) + f"\n\n`{ADAPTER_FOLDER}/` holds the LoRA adapter alone (PEFT format, "
+           "with its own card), for those who keep the base:\n\n" + adapter_use(export))
+    return card(export, "transformers", export.model_name,
+                f"A LoRA fine-tune of `{export.params.model.name}` on medical chain-of-thought data, merged into its "
+                "base: it loads with plain transformers, no PEFT or Unsloth needed.", use,
+                [*training_rows(export), merged_row(export.params.train.load_in_4bit, dtype, losses)])
+
+
+def build_adapter(export: Export):
+    """The card in the export's adapter/ folder: the LoRA adapter alone, loaded with PEFT onto its base."""
+    use = (adapter_use(export) + "\n\nThe adapter merged into the base, for plain transformers, is at the repo's root: "
+           f'`AutoModelForCausalLM.from_pretrained("{export.repo_id}")`.')
+    return card(export, "peft", f"{export.model_name}: the LoRA adapter",
+                f"The LoRA adapter (PEFT format) of a fine-tune of `{export.params.model.name}` on medical "
+                "chain-of-thought data, exactly as trained: load it onto its base.", use, training_rows(export))
+
+
+def card(export: Export, library_name: str, title: str, summary: str, use: str, rows: list[tuple[str, Any]]):
+    """A card of the export for `library_name`: metadata, `title`, the warning of random weights, `summary`, the
+    `use` section, the prompt, the training table of `rows` and the evaluation."""
+    from huggingface_hub import ModelCard
+
+    body = "\n\n".join([
+        f"# {title}",
+        *([RANDOM_WARNING.format(name=export.params.model.name)] if export.random else []),
+        f"{summary} {NOT_ADVICE}",
+        "## Use\n\n" + use,
+        "## Prompt\n\nThe model answers in the R1 format: its reasoning, `</think>`, then the answer. Prompt it "
+        "with the template it was trained on, e.g.\n\n```\n" + export.example_prompt + "\n```",
+        "## Training\n\n" + markdown_table(["", ""], ["---", "---"], rows),
+        "## Evaluation (held-out rows)\n\n" + results_table(export.scores),
+    ])
+    return ModelCard(f"---\n{card_data(export, library_name).to_yaml()}\n---\n\n{body}\n")
+
+
+def card_data(export: Export, library_name: str):
+    """The card's metadata: base model (pretrained bases only), dataset, library, tags, the scores."""
+    from huggingface_hub import ModelCardData
+
+    data, name = export.params.data, export.params.model.name
+    return ModelCardData(
+        model_name=export.model_name, base_model=None if export.random else name,
+        datasets=[dataset_id(data)] if data.source.startswith(sources.HUB_PREFIX) else None,
+        license="other", library_name=library_name, pipeline_tag="text-generation",
+        tags=["medical", "reasoning", "lora", "dvc", export.params.train.backend]
+        + (["random-weights"] if export.random else []),
+        eval_results=eval_results(export.scores, data))
 
 
 def dataset_id(data) -> str:
@@ -27,24 +128,41 @@ def eval_results(scores: dict, data) -> list:
             for model, values in scores.items() for key, value in values.items()]
 
 
-def build(params, scores: dict, run: dict, dtype: str, example_prompt: str, commit: str,
-          losses: tuple[float, float]):
-    """The card of the export of these params, with `scores` ({"base": {...}, "tuned": {...}}) as its results and
-    `losses` (held-out teacher-forced loss with the adapter, and merged) as the merge check."""
-    from huggingface_hub import ModelCard, ModelCardData
+def python_block(code: str) -> str:
+    return f"```python\n{code}\n```"
 
-    data, lora, train, name = params.data, params.lora, params.train, params.model.name
-    random = run["weights"] == "random"
-    card_data = ModelCardData(
-        model_name=f"{name.rsplit('/', 1)[-1]}-medical-lora", base_model=name if not random else None,
-        datasets=[dataset_id(data)] if data.source.startswith(sources.HUB_PREFIX) else None,
-        license="other", library_name="transformers", pipeline_tag="text-generation",
-        tags=["medical", "reasoning", "lora", "dvc", train.backend] + (["random-weights"] if random else []),
-        eval_results=eval_results(scores, data))
-    rows = [("base model", f"`{name}`" + (f" at revision `{params.model.revision}`" if params.model.revision else "")),
-            ("weights", run["weights"]), ("data", f"`{data.source}`" + (f", config `{data.config}`" if data.config
-                                                                        else "")
-                                         + (f", revision `{data.revision}`" if data.revision else "")),
+
+def merged_code(export: Export) -> str:
+    """Loading the merged model and its tokenizer from the hub repo."""
+    return ("from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+            f'model = AutoModelForCausalLM.from_pretrained("{export.repo_id}")\n'
+            f'tokenizer = AutoTokenizer.from_pretrained("{export.repo_id}")')
+
+
+def adapter_use(export: Export) -> str:
+    """Loading the base and the adapter from the repo's subfolder onto it; for a QLoRA run, how to quantize the base
+    as training saw it."""
+    model = export.params.model
+    base = (f'"{RANDOM_BASE}"' if export.random
+            else f'"{model.name}"' + (f', revision="{model.revision}"' if model.revision else ""))
+    code = ("from peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+            f"base = AutoModelForCausalLM.from_pretrained({base})\n"
+            f'model = PeftModel.from_pretrained(base, "{export.repo_id}", subfolder="{ADAPTER_FOLDER}")\n'
+            f'tokenizer = AutoTokenizer.from_pretrained("{export.repo_id}")')
+    quantized = ("\n\nThe adapter was trained on the base quantized to NF4 (QLoRA): to run it as trained, load the base "
+                 "with `quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=\"nf4\", "
+                 "bnb_4bit_use_double_quant=True)`.")
+    return python_block(code) + (quantized if export.params.train.load_in_4bit else "")
+
+
+def training_rows(export: Export) -> list[tuple[str, Any]]:
+    """The training table: base model, data, LoRA and training params, where it ran, the commit."""
+    params, run = export.params, export.run
+    data, lora, train, model = params.data, params.lora, params.train, params.model
+    return [("base model", f"`{model.name}`" + (f" at revision `{model.revision}`" if model.revision else "")),
+            ("weights", run["weights"]),
+            ("data", f"`{data.source}`" + (f", config `{data.config}`" if data.config else "")
+             + (f", revision `{data.revision}`" if data.revision else "")),
             ("task", data.task), ("backend", train.backend), ("4-bit base (QLoRA)", train.load_in_4bit),
             ("LoRA", f"r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, rsLoRA={lora.use_rslora}, on "
                      f"{', '.join(lora.target_modules)}"),
@@ -52,28 +170,22 @@ def build(params, scores: dict, run: dict, dtype: str, example_prompt: str, comm
                          f"{train.gradient_accumulation_steps} accumulation, lr {train.learning_rate:g} "
                          f"({train.lr_scheduler_type}, {train.warmup_steps} warm-up), {run['optim']}, max length "
                          f"{train.max_seq_length}, seed {params.seed}"),
-            ("merged weights", f"{dtype}" + (", merged into the base dequantized from NF4 to 16-bit"
-                                             if train.load_in_4bit else "")
-             + f"; held-out loss {losses[1]:.5f} merged, {losses[0]:.5f} with the adapter as LoRA layers"
-             + (" (16-bit rounding took part of the adapter away: for exact results use `adapter/`)"
-                if abs(losses[1] - losses[0]) > 1e-3 else "")),
-            ("trained on", run["device"]), ("commit", commit)]
-    table = "\n".join(["| | |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows)])
-    results = "\n".join(["| metric | base | tuned |", "| --- | ---: | ---: |",
-                         *(f"| {key} | {value} | {scores['tuned'].get(key)} |"
-                           for key, value in scores["base"].items())])
-    body = "\n\n".join([
-        f"# {card_data.model_name}",
-        *([RANDOM_WARNING.format(name=name)] if random else []),
-        f"A LoRA fine-tune of `{name}` on medical chain-of-thought data, made by the medical-r1-lora DVC pipeline "
-        "(prepare -> train -> evaluate -> export). Not medical advice: a research artifact.",
-        "## Use\n\n```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-        'model = AutoModelForCausalLM.from_pretrained("merged")   # this folder\'s merged/ (no PEFT needed)\n'
-        'tokenizer = AutoTokenizer.from_pretrained("merged")\n```\n\n'
-        "`adapter/` holds the LoRA adapter alone (PEFT format) for use on the base model.",
-        "## Prompt\n\nThe model answers in the R1 format: its reasoning, `</think>`, then the answer. Prompt it "
-        "with the template it was trained on, e.g.\n\n```\n" + example_prompt + "\n```",
-        "## Training\n\n" + table,
-        "## Evaluation (held-out rows)\n\n" + results,
-    ])
-    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}\n")
+            ("trained on", run["device"]), ("commit", export.commit)]
+
+
+def merged_row(load_in_4bit: bool, dtype: str, losses: tuple[float, float]) -> tuple[str, str]:
+    """The merged weights' dtype and the merge check, with a warning when rounding took part of the adapter away."""
+    with_adapter, merged = losses
+    return ("merged weights", dtype + (", merged into the base dequantized from NF4 to 16-bit" if load_in_4bit else "")
+            + f"; held-out loss {merged:.5f} merged, {with_adapter:.5f} with the adapter as LoRA layers"
+            + (f" (16-bit rounding took part of the adapter away: for exact results use `{ADAPTER_FOLDER}/`)"
+               if abs(merged - with_adapter) > 1e-3 else ""))
+
+
+def results_table(scores: dict) -> str:
+    return markdown_table(["metric", "base", "tuned"], ["---", "---:", "---:"],
+                          [(key, value, scores["tuned"].get(key)) for key, value in scores["base"].items()])
+
+
+def markdown_table(header: list[str], alignment: list[str], rows: list[tuple]) -> str:
+    return "\n".join(f"| {' | '.join(map(str, cells))} |" for cells in [header, alignment, *rows])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medical_r1.config import BACKENDS
+from medical_r1.model.backends import REGISTRY
 from medical_r1.evaluation.metrics import LOSSES, RATES
 
 BASE_COLOR, TUNED_COLOR, LR_COLOR = "#9aa5b1", "#1f6feb", "#d97706"
@@ -126,8 +126,8 @@ def per_type_f1(metrics: dict, path: Path) -> None:
 def bench_bars(results: list[dict], path: Path) -> None:
     """Benchmark results side by side: steady-state tokens/s and peak reserved memory, one bar each."""
     plt = _pyplot()
-    color_of = dict(zip(BACKENDS, (TUNED_COLOR, BASE_COLOR)))
-    results = sorted(results, key=lambda r: (r["precision"], r["tag"] or "", BACKENDS.index(r["backend"])))
+    color_of = dict(zip(REGISTRY, (TUNED_COLOR, BASE_COLOR)))
+    results = sorted(results, key=lambda r: (r["precision"], r["tag"] or "", list(REGISTRY).index(r["backend"])))
     labels = [f"{r['precision']}\n{r['tag'] or 'reference'}" for r in results]
     colors = [color_of[r["backend"]] for r in results]
     fig, (speed, memory) = plt.subplots(1, 2, figsize=(max(10, 1.6 * len(results)), 4.8))

@@ -14,11 +14,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from medical_r1 import UserError, runtime
-from medical_r1.model import backends, base_model, memory
+from medical_r1.model import backends, base_model, memory, precision
 from medical_r1.training import steplog
 from medical_r1.model.base_model import BaseModel
 
@@ -29,8 +28,8 @@ class Session:
     """The base model with LoRA adapters (a PEFT model), on this machine's device."""
     tokenizer: Any
     """The tokenizer prepare formatted the rows with."""
-    backend: ModuleType
-    """The stages.backends module that loaded the model."""
+    backend: backends.Backend
+    """The backend that loaded the model (train.backend)."""
     gradient_checkpointing: bool
     """train.gradient_checkpointing as resolved for this model, rows and device."""
     estimated_peak_gib: float | None
@@ -50,21 +49,21 @@ def resolve_optim(optim: str, cuda: bool) -> str:
 def setup(base: BaseModel, train, lora, seed: int, lengths: list[int]) -> Session:
     """The base model with LoRA, ready to train on rows of these token lengths."""
     base_model.check_lora(base, lora)
-    if train.base_precision == "fp8":
-        runtime.require_fp8_gpu()  # before the weights load
+    stored_as = precision.for_training(train)
+    stored_as.require_machine()  # before the weights load
     runtime.setup(seed)
     backend = backends.get(train.backend)
-    model, tokenizer = backend.load(base, train.load_in_4bit, train.max_seq_length)
+    model, tokenizer = backend.load(base, stored_as, train.max_seq_length)
     checkpointing, estimate = decide_checkpointing(train, backend, model, lengths)
     try:
-        model = backend.add_lora(model, lora, seed, checkpointing, train.base_precision)
+        model = stored_as.add_lora(backend, model, lora, seed, checkpointing)
     except ValueError as err:  # PEFT: a target module the model does not have
         raise UserError(f"lora.target_modules: {str(err).splitlines()[0]}") from None
     return Session(model, tokenizer, backend, checkpointing, estimate,
                    steplog.step_logger(model, tokenizer.pad_token_id))
 
 
-def decide_checkpointing(train, backend: ModuleType, model, lengths: list[int]) -> tuple[bool, float | None]:
+def decide_checkpointing(train, backend: backends.Backend, model, lengths: list[int]) -> tuple[bool, float | None]:
     """train.gradient_checkpointing resolved for this model on this device, and the estimated peak (GiB) of the
     largest micro-batch of rows of these lengths without recomputation (None on the CPU). See stages/memory.py."""
     import torch
@@ -74,7 +73,7 @@ def decide_checkpointing(train, backend: ModuleType, model, lengths: list[int]) 
     batch = train.per_device_train_batch_size
     lengths = [min(n, train.max_seq_length) for n in lengths]
     tokens = (batch * train.max_seq_length if train.packing
-              else memory.worst_batch_tokens(lengths, batch, padding_free=backend.PADDING_FREE))
+              else memory.worst_batch_tokens(lengths, batch, padding_free=backend.padding_free))
     loaded = torch.cuda.memory_allocated() / 2**30
     estimate = memory.estimated_peak_gib(backend.activation_bytes_per_token(model.config), tokens, loaded)
     gpu = torch.cuda.get_device_properties(0).total_memory / 2**30

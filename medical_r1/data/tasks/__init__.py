@@ -65,4 +65,4 @@ def visible(text: Any) -> str:
 
 def get(name: str) -> ModuleType:
     """The module of task `name` (config.py has already checked that it exists)."""
-    return importlib.import_module(f"medical_r1.data.tasks.{name}")
+    return importlib.import_module(f"{__name__}.{name}")

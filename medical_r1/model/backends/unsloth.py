@@ -2,7 +2,7 @@
 
 On a machine without a GPU, Unsloth 2026.10 falls back to stock transformers + peft; the calls are the same.
 Its collator packs a micro-batch's rows without padding. `train.base_precision: fp8` stores the LoRA-wrapped
-base weights twice in scaled FP8 (as W and as W.t()), multiplied in FP8 both ways (unsloth_fp8.py). Activations
+base weights twice in scaled FP8 (as W and as W.t()), multiplied in FP8 both ways (model/fp8.py, through model/precision.py). Activations
 kept for backward per token, with no recomputation (bf16): per layer the inputs and outputs of both RMSNorms
 (4h), q and the attention output kept by flash-attention (2h), k and v (2 kv), and gate and up (2i): its fused
 LoRA MLP recomputes SwiGLU, and its chunked cross-entropy never holds the full logits.
@@ -15,46 +15,41 @@ from pathlib import Path
 from medical_r1 import runtime
 from medical_r1.model import memory, trl_cpu
 from medical_r1.model.base_model import BaseModel
-
-PADDING_FREE = True
-
-
-def load(base: BaseModel, load_in_4bit: bool, max_seq_length: int):
-    runtime.require_cuda_for_4bit(load_in_4bit)
-    from unsloth import FastLanguageModel  # must come before transformers is imported
-    from transformers import AutoTokenizer
-
-    trl_cpu.install_if_no_gpu()
-    model, _ = FastLanguageModel.from_pretrained(
-        model_name=base.weights, revision=base.revision, max_seq_length=max_seq_length,
-        dtype=runtime.compute_dtype(), load_in_4bit=load_in_4bit, trust_remote_code=base.trust_remote_code,
-        use_exact_model_name=True,  # no swap to a pre-quantized mirror: train on the weights evaluate loads
-        local_files_only=Path(base.weights).is_dir())  # else it asks the hub for <dir>/adapter_config.json
-    return model, AutoTokenizer.from_pretrained(base.tokenizer)
+from medical_r1.model.precision import Precision
 
 
-def add_lora(model, lora, seed: int, gradient_checkpointing: bool, base_precision: str):
-    from unsloth import FastLanguageModel
+class UnslothBackend:
+    padding_free = True
 
-    if base_precision == "fp8":
-        from medical_r1.model.backends import unsloth_fp8
+    def load(self, base: BaseModel, precision: Precision, max_seq_length: int):
+        precision.require_machine()
+        from unsloth import FastLanguageModel  # must come before transformers is imported
+        from transformers import AutoTokenizer
 
-        quantized = unsloth_fp8.to_fp8(model, lora.target_modules)
-        unsloth_fp8.keep_fp8_products()
-    model = FastLanguageModel.get_peft_model(
-        model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
-        use_rslora=lora.use_rslora, bias="none", random_state=seed,
-        use_gradient_checkpointing="unsloth" if gradient_checkpointing else False)
-    if base_precision == "fp8":
-        unsloth_fp8.require_fp8_weights(model, quantized)
-    return model
+        trl_cpu.install_if_no_gpu()
+        model, _ = FastLanguageModel.from_pretrained(
+            model_name=base.weights, revision=base.revision, max_seq_length=max_seq_length,
+            dtype=runtime.compute_dtype(), load_in_4bit=precision.load_in_4bit,
+            trust_remote_code=base.trust_remote_code,
+            use_exact_model_name=True,  # no swap to a pre-quantized mirror: train on the weights evaluate loads
+            local_files_only=Path(base.weights).is_dir())  # else it asks the hub for <dir>/adapter_config.json
+        return model, AutoTokenizer.from_pretrained(base.tokenizer)
+
+    def add_lora(self, model, lora, seed: int, gradient_checkpointing: bool):
+        from unsloth import FastLanguageModel
+
+        return FastLanguageModel.get_peft_model(
+            model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+            use_rslora=lora.use_rslora, bias="none", random_state=seed,
+            use_gradient_checkpointing="unsloth" if gradient_checkpointing else False)
+
+    def trainer_args(self, gradient_checkpointing: bool) -> dict:
+        return {"gradient_checkpointing": False}  # get_peft_model has set up Unsloth's own (offloaded) checkpointing
+
+    def activation_bytes_per_token(self, model_config) -> int:
+        h, i, layers = model_config.hidden_size, model_config.intermediate_size, model_config.num_hidden_layers
+        kv = model_config.num_key_value_heads * memory.head_dim(model_config)
+        return layers * memory.BF16 * (6 * h + 2 * kv + 2 * i)
 
 
-def trainer_args(gradient_checkpointing: bool) -> dict:
-    return {"gradient_checkpointing": False}  # get_peft_model has set up Unsloth's own (offloaded) checkpointing
-
-
-def activation_bytes_per_token(model_config) -> int:
-    h, i, layers = model_config.hidden_size, model_config.intermediate_size, model_config.num_hidden_layers
-    kv = model_config.num_key_value_heads * memory.head_dim(model_config)
-    return layers * memory.BF16 * (6 * h + 2 * kv + 2 * i)
+BACKEND = UnslothBackend()
