@@ -11,27 +11,22 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import difflib
 import functools
-import math
-import types
-import typing
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from medical_r1 import UserError
 from medical_r1.model.backends import REGISTRY
+from medical_r1.schema import ConfigError, build, set_dotted
 
 PARAMS_FILE = Path("params.yaml")
+CONF = Path(__file__).resolve().parents[1] / "conf"
+"""Every knob and its only default (config.yaml), and the named recipes (recipe/*.yaml)."""
 Backend = Literal[tuple(REGISTRY)]
 """The values of train.backend: the backends' registry (medical_r1/model/backends/)."""
-
-
-class ConfigError(UserError):
-    """A params.yaml value that cannot be used; the message names the key."""
 
 
 @dataclass
@@ -185,28 +180,14 @@ class GenerateBenchConfig:
 
 @dataclass
 class BenchConfig:
-    model: str
-    """Architecture to benchmark (a directory with config.json); built with seeded random weights."""
-    rows: str
-    """Rows whose real length mix the benchmark trains on (any data.source a file can be)."""
-    tokenizer_vocab_size: int
-    """BPE trained on the rows; 4096 gives Llama 3's ~4.3 characters per token on medical-o1 text."""
-    weights_dir: str
-    """Where the random weights are written once and shared by every combination (outside the repo)."""
-    per_device_train_batch_size: int
-    """Rows per forward pass (the reference recipe: 2)."""
-    gradient_accumulation_steps: int
-    """Forward passes per optimizer step (the reference recipe: 4)."""
-    max_seq_length: int
-    """Longest sequence; longer rows are truncated."""
-    gradient_checkpointing: Literal["auto", "on", "off"]
-    """As train.gradient_checkpointing, for every combination unless `--gradient-checkpointing` overrides it."""
-    learning_rate: float
-    """The reference recipe's learning rate (speed does not depend on it; stability of the run does)."""
-    warmup_steps: int
+    skip_steps: int
     """Optimizer steps run before timing starts (compilation, autotuning, allocator warm-up)."""
     measure_steps: int
     """Optimizer steps timed for the steady-state figures."""
+    profile_steps: int
+    """Steps profiled after the timed ones (GPU time by kernel kind, host syncs; a CUDA GPU); 0: none."""
+    weights_dir: str
+    """Where the base the benchmark trains is written once and reused while its params stay (outside the repo)."""
     memory_budget_gib: float
     """Budget for the longest-sequence probe (a 24 GB card)."""
     seq_probe_lengths: list[int]
@@ -214,7 +195,7 @@ class BenchConfig:
     peak_tflops: float
     """Dense bf16 peak of the GPU for MFU (H100/H200 SXM datasheet)."""
     generate: GenerateBenchConfig
-    """The generation benchmark (`python -m stages.bench generate`)."""
+    """The decoding benchmark (`python -m stages.bench generate`)."""
 
 
 @dataclass
@@ -232,7 +213,7 @@ class Params:
     eval: EvalConfig
     """Scoring base and tuned (evaluate_base, evaluate)."""
     bench: BenchConfig
-    """The GPU benchmark (bench/dvc.yaml; never part of the default `dvc repro`)."""
+    """What the benchmark measures around the recipe (stages/bench.py, bench/dvc.yaml; never part of `dvc repro`)."""
 
     def __post_init__(self):  # rules() lists the "> 0" checks first: later rules may divide by those values
         for key, value, valid, expected in rules(self):
@@ -251,9 +232,8 @@ PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 POSITIVE = ("data.eval_rows", "lora.r", "lora.alpha", "train.max_seq_length", "train.per_device_train_batch_size",
             "train.gradient_accumulation_steps", "train.max_steps", "train.learning_rate", "train.logging_steps",
             "train.save_steps", "eval.num_samples", "eval.max_new_tokens", "eval.mcq.max_new_tokens", "model.tiny.*",
-            "bench.tokenizer_vocab_size", "bench.per_device_train_batch_size", "bench.gradient_accumulation_steps",
-            "bench.max_seq_length", "bench.learning_rate", "bench.warmup_steps", "bench.measure_steps",
-            "bench.memory_budget_gib", "bench.peak_tflops", "bench.generate.*")
+            "bench.skip_steps", "bench.measure_steps", "bench.memory_budget_gib", "bench.peak_tflops",
+            "bench.generate.*")
 """Params that must be > 0 (`section.*`: every field of the section)."""
 
 
@@ -305,8 +285,7 @@ def rules(p: Params) -> list[tuple[str, Any, bool, str]]:
         ("model.tiny.num_key_value_heads", tiny.num_key_value_heads,
          tiny.num_key_value_heads <= 0 or tiny.num_attention_heads % tiny.num_key_value_heads == 0,
          f"a divisor of model.tiny.num_attention_heads ({tiny.num_attention_heads})"),
-        ("bench.tokenizer_vocab_size", p.bench.tokenizer_vocab_size, p.bench.tokenizer_vocab_size >= BPE_ALPHABET,
-         f">= {BPE_ALPHABET} (the byte alphabet and the special tokens)"),
+        ("bench.profile_steps", p.bench.profile_steps, p.bench.profile_steps >= 0, ">= 0"),
         ("bench.seq_probe_lengths", p.bench.seq_probe_lengths, all(n > 0 for n in p.bench.seq_probe_lengths)
          and p.bench.seq_probe_lengths == sorted(p.bench.seq_probe_lengths), "positive lengths, shortest first"),
     ]
@@ -339,72 +318,12 @@ def load(path: str | Path = PARAMS_FILE, overrides: dict[str, Any] | None = None
     return build(Params, raw)
 
 
-def set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    """tree["a"]["b"] = value for dotted = "a.b", creating missing levels."""
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        tree = tree.setdefault(key, {})
-    tree[leaf] = value
+def compose(overrides: list[str], output: Path | None = None) -> Params:
+    """Params composed from conf/ (conf/config.yaml + a recipe + key=value overrides) exactly as `dvc exp run -S ...`
+    composes params.yaml (DVC's own Hydra call), written to `output` when given."""
+    from dvc.utils.hydra import compose_and_dump
 
-
-def build(cls: type, raw: Any, prefix: str = ""):
-    """Build dataclass `cls` from a mapping, checking every key and type."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'params'}: expected a mapping, got {type(raw).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    for key in raw:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; known keys: {', '.join(fields)}"
-            raise ConfigError(f"{prefix}{key}: unknown key{hint}")
-    missing = [key for key in fields if key not in raw]
-    if missing:
-        raise ConfigError(f"{prefix}{missing[0]}: missing; params.yaml must set every key (conf/config.yaml "
-                          "holds them all: `python scripts/compose_params.py` writes a complete params.yaml)")
-    values = {key: _coerce(hints[key], value, f"{prefix}{key}") for key, value in raw.items()}
-    return cls(**values)
-
-
-def _coerce(hint: Any, value: Any, key: str) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return build(hint, value, key + ".")
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        errors = []
-        for inner in options:
-            try:
-                return _coerce(inner, value, key)
-            except ConfigError as err:
-                errors.append(str(err))
-        if len(errors) == 1:
-            raise ConfigError(errors[0])
-        expected = " or ".join(", ".join(typing.get_args(a)) if typing.get_origin(a) is Literal else a.__name__
-                               for a in options)
-        raise ConfigError(f"{key}: expected {expected}; got {type(value).__name__} {value!r}")
-    if origin is Literal:
-        if isinstance(value, bool) and {"on", "off"} <= set(args):  # YAML 1.1 reads on/off as booleans
-            value = "on" if value else "off"
-        if value not in args:
-            raise ConfigError(f"{key}: must be one of {', '.join(map(str, args))}; got {value!r}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
-        return [_coerce(args[0], item, f"{key}[{i}]") for i, item in enumerate(value)]
-    if hint is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
-        try:  # YAML 1.1 reads `2e-4` as a string
-            number = float(value)
-        except ValueError:
-            number = None
-        if number is not None:
-            if not math.isfinite(number):
-                raise ConfigError(f"{key}: must be a finite number, got {value!r}")
-            return number
-    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ConfigError(f"{key}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
-    return value
-
+    with tempfile.TemporaryDirectory() as scratch:
+        path = output or Path(scratch) / "params.yaml"
+        compose_and_dump(path, str(CONF.resolve()), None, "config", str(CONF.resolve().parent), overrides)
+        return load(path)

@@ -7,10 +7,9 @@ kernels, which older torch has too). This turns that route on, as Unsloth does o
 machine with an older torch what the pinned one runs (reports/bench/NOTES.md). With flash-attn installed Unsloth
 takes flash-attn's own varlen kernel instead, as it would anyway.
 
-    python scripts/bench_flash_varlen.py run --backend unsloth --precision bf16 --batch-size 8 --tag varlen-b8 ...
+    python scripts/bench_flash_varlen.py run -S recipe=speed_8b -S train.gradient_checkpointing=off --name varlen-b8
 """
 
-import runpy
 import sys
 from pathlib import Path
 
@@ -18,7 +17,9 @@ import unsloth.models  # noqa: F401  (before transformers, as everywhere; and be
 from unsloth.utils import attention_dispatch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from medical_r1 import files  # noqa: E402
 from medical_r1.model import patches  # noqa: E402
+from stages import bench  # noqa: E402
 
 
 def varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, window_size=(-1, -1),
@@ -31,5 +32,4 @@ def varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=No
 patches.apply(patches.UNSLOTH_VARLEN_ATTENTION, varlen_attn, True,
               lambda *args, **kwargs: False,  # _varlen_can_use_cudnn: torch 2.14 says False for causal GQA
               True)  # _NATIVE_BEATS_XFORMERS: what Unsloth computes once torch has a varlen kernel
-sys.argv = ["stages.bench", *sys.argv[1:]]
-runpy.run_module("stages.bench", run_name="__main__")
+files.run_stage(bench.main)

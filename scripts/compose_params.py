@@ -8,14 +8,8 @@ anything: for machines that run the stages one by one (`python -m stages.<name>`
 import sys
 from pathlib import Path
 
-from dvc.utils.hydra import compose_and_dump
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def compose(overrides: list[str], output: Path = ROOT / "params.yaml") -> None:
-    compose_and_dump(output, str(ROOT / "conf"), None, "config", str(ROOT), overrides)
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from medical_r1 import config  # noqa: E402
 
 if __name__ == "__main__":
-    compose(sys.argv[1:])
+    config.compose(sys.argv[1:], config.CONF.parent / "params.yaml")

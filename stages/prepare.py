@@ -19,7 +19,7 @@ import numpy as np
 
 from medical_r1 import UserError, artifacts, config, files
 from medical_r1.artifacts import BASE, EVAL_ROWS, PREPARE_STATS, TRAIN_ROWS
-from medical_r1.data import dataset, prompts, sources, tasks
+from medical_r1.data import dataset, prompts, tasks
 from medical_r1.model import base_model
 
 
@@ -31,10 +31,7 @@ def main() -> None:
 def prepare(data, model, max_seq_length: int, seed: int) -> None:
     artifacts.require_outputs_writable("prepare")
     task = tasks.get(data.task)
-    source, hub_config = sources.resolve_sample(data.source, data.config, task.SAMPLES)
-    records = sources.load_records(source, hub_config, data.revision, data.split)
-    rows, cleaned = dataset.clean(records, task.validate, data.on_bad_row, data.max_rows)
-    train_rows, eval_rows = dataset.split(rows, data.eval_rows, seed)
+    train_rows, eval_rows, cleaned, source = dataset.read_split(data, task, seed)
 
     corpus = [task.format_row(r, "")["text"] for r in train_rows]
     with files.replaced_dir(BASE.path) as work_dir:  # models/base is replaced only if everything below succeeds

@@ -1,4 +1,4 @@
-"""The benchmark code on the CPU with a tiny architecture and two steps (the H200 numbers come from a GPU)."""
+"""The benchmark on the CPU: the embedded default recipe measured in two timed steps (the GPU numbers come from a GPU)."""
 
 import json
 import subprocess
@@ -8,18 +8,14 @@ import warnings
 import pytest
 from transformers import LlamaConfig
 
-from stages import bench
+from medical_r1.speed import flops
+from medical_r1.training import timing
 from tests.conftest import NETWORK_REFUSED, REPO, stage_env
 
-TINY_BENCH = {"bench.rows": "data/sample/medical_cot.jsonl", "bench.warmup_steps": 1, "bench.measure_steps": 2,
-              "bench.per_device_train_batch_size": 1, "bench.gradient_accumulation_steps": 1,
-              "bench.tokenizer_vocab_size": 512}
-
-
-def tiny_architecture(path):
-    LlamaConfig(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048).save_pretrained(path)
-    return str(path)
+SMALL_RUN = ["-S", "data.max_rows=40", "-S", "data.eval_rows=4", "-S", "model.tiny.vocab_size=512",
+             "-S", "train.per_device_train_batch_size=1", "-S", "train.gradient_accumulation_steps=1",
+             "-S", "bench.skip_steps=1", "-S", "bench.measure_steps=2"]
+"""The embedded default recipe, smaller: 36 training rows, 4 held out, one step skipped and two timed."""
 
 
 def run_bench(workdir, *args):
@@ -29,20 +25,25 @@ def run_bench(workdir, *args):
     return out
 
 
+def error_line(out) -> str:
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    return out.stderr.strip().splitlines()[-1]
+
+
 @pytest.mark.slow
-def test_bench_runs_on_cpu_with_a_tiny_architecture(workdir):
-    workdir.params({**TINY_BENCH, "bench.model": tiny_architecture(workdir / "arch"),
-                    "bench.weights_dir": str(workdir / "weights")})
-    for backend, extra in (("hf", []), ("unsloth", ["--held-out", "4", "--logging-steps", "2"])):
-        out = run_bench(workdir, "run", "--backend", backend, "--precision", "bf16", *extra)
+def test_bench_measures_the_recipe_on_cpu(workdir):
+    weights = ["-S", f"bench.weights_dir={workdir / 'weights'}"]
+    for backend, extra in (("hf", []), ("unsloth", ["-S", "train.logging_steps=2"])):
+        out = run_bench(workdir, "run", *SMALL_RUN, *weights, "-S", f"train.backend={backend}", *extra)
         assert out.returncode == 0, out.stderr[-3000:]
     hf = json.loads((workdir / "reports/bench/hf-bf16.json").read_text())
+    assert hf["name"] == "hf-bf16" and hf["backend"] == "hf" and hf["precision"] == "bf16"
     assert hf["weights"] == "random" and hf["measured_steps"] == 2 and hf["tokens_per_second"] > 0
-    assert hf["data"]["n_rows"] == 320 and hf["params"]["per_device_train_batch_size"] == 1
-    assert hf["versions"]["torch"] and hf["device"] == "cpu" and "held_out" not in hf
+    assert hf["data"]["n_rows"] == 36 and hf["params"]["per_device_train_batch_size"] == 1
+    assert hf["versions"]["torch"] and hf["device"] == "cpu" and hf["held_out"]["rows"] == 4
     unsloth = json.loads((workdir / "reports/bench/unsloth-bf16.json").read_text())
-    assert unsloth["data"]["n_rows"] == hf["data"]["n_rows"] - 4 and unsloth["held_out"]["rows"] == 4
-    assert 0 < unsloth["held_out"]["loss_after_training"] < 20 and unsloth["params"]["logging_steps"] == 2
+    assert unsloth["data"] == hf["data"] and unsloth["params"]["logging_steps"] == 2
+    assert 0 < unsloth["held_out"]["loss_after_training"] < 20
     out = run_bench(workdir, "chart", "reports/bench/hf-bf16.json", "reports/bench/unsloth-bf16.json")
     assert out.returncode == 0, out.stderr[-3000:]
     assert (workdir / "reports/bench/throughput_memory.png").stat().st_size > 10_000
@@ -50,21 +51,20 @@ def test_bench_runs_on_cpu_with_a_tiny_architecture(workdir):
 
 @pytest.mark.slow
 def test_what_needs_a_gpu_is_refused_in_one_sentence(workdir):
-    workdir.params({**TINY_BENCH, "bench.weights_dir": str(workdir / "weights")})
+    weights = ["-S", f"bench.weights_dir={workdir / 'weights'}"]
     (workdir / "models").mkdir()
     (workdir / "models/configs").symlink_to(REPO / "models/configs")
-    four_bit = run_bench(workdir, "run", "--backend", "unsloth", "--precision", "4bit")
-    assert four_bit.returncode == 2 and "Traceback" not in four_bit.stderr
-    assert four_bit.stderr.strip().splitlines()[-1] == ("error: --precision 4bit needs a CUDA GPU (bitsandbytes NF4); "
-                                                         "use --precision bf16 on this machine")
-    profile = run_bench(workdir, "run", "--backend", "hf", "--precision", "bf16", "--profile-steps", "2")
-    assert profile.returncode == 2 and profile.stderr.strip().splitlines()[-1] == (
-        "error: --profile-steps profiles GPU kernels and needs a CUDA GPU; drop it on this machine")
-    eight_b = run_bench(workdir, "run", "--backend", "hf", "--precision", "bf16")
-    assert eight_b.returncode == 2
-    assert eight_b.stderr.strip().splitlines()[-1] == (
+    four_bit = run_bench(workdir, "run", *SMALL_RUN, *weights, "-S", "train.load_in_4bit=true")
+    assert error_line(four_bit) == ("error: train.load_in_4bit=true needs a CUDA GPU (bitsandbytes NF4); set "
+                                    "train.load_in_4bit=false to train in 16/32-bit on this machine")
+    profile = run_bench(workdir, "run", *SMALL_RUN, *weights, "-S", "bench.profile_steps=2")
+    assert error_line(profile) == ("error: bench.profile_steps profiles GPU kernels and needs a CUDA GPU; set it to "
+                                   "0 on this machine")
+    eight_b = run_bench(workdir, "run", "-S", "recipe=speed_8b", *weights)
+    assert error_line(eight_b) == (
         "error: model.init=random with models/configs/DeepSeek-R1-Distill-Llama-8B (8.0B parameters) needs a CUDA "
         "GPU; use model.name: tiny on this machine")
+    assert not (workdir / "reports").exists()
 
 
 def test_flops_per_token_of_the_8b_architecture():
@@ -72,12 +72,12 @@ def test_flops_per_token_of_the_8b_architecture():
     matmul = 8_030_261_248 - 4096 * 128256  # all parameters but the embedding, less the 65 RMSNorm weights
     norms = 65 * 4096
     expected = 4 * (matmul - norms) + 6 * 0 + 6 * 32 * 4096 * 1000
-    assert bench.flops_per_token(config, 0, 1000) == expected
+    assert flops.flops_per_token(config, 0, 1000) == expected
 
 
 def test_steady_state_is_measured_between_the_marked_steps():
     marks = {2: (20.0, 2000), 5: (50.0, 5000)}  # (seconds, tokens seen) at the end of steps 2 and 5
-    assert bench.steady_state(marks, warmup=2, last=5) == {"measured_steps": 3, "tokens_per_second": 100.0,
+    assert timing.steady_state(marks, first=2, last=5) == {"measured_steps": 3, "tokens_per_second": 100.0,
                                                             "step_seconds": 10.0, "measured_tokens": 3000}
 
 
@@ -86,7 +86,7 @@ def test_host_syncs_are_counted_per_step_by_the_line_that_asked():
               for path, line in [("/x/site-packages/trl/trainer/sft_trainer.py", 1641)] * 4
               + [("/repo/medical_r1/training/steplog.py", 48)] * 2 + [("/x/site-packages/other.py", 3)]]
     caught.append(warnings.WarningMessage("an unrelated warning", UserWarning, "/x/a.py", 1))
-    assert bench.sync_sites(caught, steps=2) == {"trl/trainer/sft_trainer.py:1641": 2.0, "training/steplog.py:48": 1.0,
+    assert timing.sync_sites(caught, steps=2) == {"trl/trainer/sft_trainer.py:1641": 2.0, "training/steplog.py:48": 1.0,
                                                  "other.py:3": 0.5}
 
 
@@ -99,7 +99,7 @@ def test_kernel_breakdown_groups_gpu_time_by_kind():
               Event(key="_rms_layernorm_forward", self_device_time_total=60.0),
               Event(key="_cross_entropy_forward", self_device_time_total=40.0),
               Event(key="aten::mm", self_device_time_total=0.0)]  # a CPU-side op: no kernel time of its own
-    result = bench.kernel_breakdown(events, steps=2)
+    result = timing.kernel_breakdown(events, steps=2)
     assert result["gpu_ms_per_step"] == 0.5
     assert result["share"]["matmul (GEMM)"] == 0.8 and result["share"]["attention"] == 0.1
     assert result["share"]["elementwise"] == 0.06 and result["share"]["cross-entropy"] == 0.04

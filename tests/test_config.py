@@ -44,10 +44,8 @@ RECIPES = sorted(p.stem for p in (REPO / "conf/recipe").glob("*.yaml"))
 
 def compose(tmp_path, *overrides) -> Path:
     """params.yaml as `dvc exp run -S ...` composes it from conf/ (DVC's own Hydra call)."""
-    from scripts.compose_params import compose as compose_params
-
     out = tmp_path / "params.yaml"
-    compose_params(list(overrides), out)
+    config.compose(list(overrides), out)
     return out
 
 

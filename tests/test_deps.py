@@ -17,8 +17,8 @@ def module_file(name: str) -> Path:
     return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
-PACKAGES = ("stages", "medical_r1")
-"""Our code: the entry points and the library."""
+PACKAGES = ("stages", "medical_r1", "scripts")
+"""Our code: the entry points, the library, the scripts."""
 PICKED_BY_NAME = {"medical_r1.data.tasks", "medical_r1.model.backends"}
 """Packages whose get(name) imports one of their modules at run time (data.task, train.backend)."""
 
@@ -52,14 +52,15 @@ def import_closure(name: str) -> set[str]:
         if module not in seen:
             seen.add(module)
             todo += direct_imports(module)
-    return {str(module_file(m).relative_to(REPO)) for m in seen | {"stages", "medical_r1"}}
+    return {str(module_file(m).relative_to(REPO)) for m in seen | {"stages", "medical_r1"} if module_file(m).is_file()}
 
 
 def stages_of(dvc_yaml: Path):
     """(name, command module, deps, definition) of every stage, matrix/foreach templates included."""
     for name, stage in yaml.safe_load(dvc_yaml.read_text())["stages"].items():
         body = stage.get("do", stage)
-        module = re.search(r"python -m ([\w.]+)", body["cmd"]).group(1)
+        command = re.search(r"python (?:-m ([\w.]+)|(scripts/\w+)\.py)", body["cmd"])
+        module = command.group(1) or command.group(2).replace("/", ".")
         yield name, module, body.get("deps", []), body
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from medical_r1 import UserError
+from medical_r1.data import sources
 from medical_r1.data.sources import Record
 from medical_r1.data.tasks import BadRow
 
@@ -72,3 +73,13 @@ def split(rows: list[dict], eval_rows: int, seed: int) -> tuple[list[dict], list
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
     return [rows[i] for i in order[eval_rows:]], [rows[i] for i in order[:eval_rows]]
+
+
+def read_split(data, task, seed: int) -> tuple[list[dict], list[dict], CleanStats, str]:
+    """The rows data.* names, cleaned by the task and split: training rows, held-out rows, what cleaning dropped, and
+    the source they came from (prepare, and the benchmark around the same recipe)."""
+    source, hub_config = sources.resolve_sample(data.source, data.config, task.SAMPLES)
+    records = sources.load_records(source, hub_config, data.revision, data.split)
+    rows, cleaned = clean(records, task.validate, data.on_bad_row, data.max_rows)
+    train_rows, eval_rows = split(rows, data.eval_rows, seed)
+    return train_rows, eval_rows, cleaned, source

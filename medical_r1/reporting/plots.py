@@ -123,12 +123,13 @@ def per_type_f1(metrics: dict, path: Path) -> None:
     _save(fig, path)
 
 
-def bench_bars(results: list[dict], path: Path) -> None:
-    """Benchmark results side by side: steady-state tokens/s and peak reserved memory, one bar each."""
+def bench_bars(named_results: dict[str, dict], path: Path) -> None:
+    """Benchmark results side by side, in the order given, each labelled by its name: steady-state tokens/s and peak
+    reserved memory, one bar each, coloured by backend."""
     plt = _pyplot()
     color_of = dict(zip(REGISTRY, (TUNED_COLOR, BASE_COLOR)))
-    results = sorted(results, key=lambda r: (r["precision"], r["tag"] or "", list(REGISTRY).index(r["backend"])))
-    labels = [f"{r['precision']}\n{r['tag'] or 'reference'}" for r in results]
+    results = list(named_results.values())
+    labels = [name.replace("-", "\n", 2) for name in named_results]
     colors = [color_of[r["backend"]] for r in results]
     fig, (speed, memory) = plt.subplots(1, 2, figsize=(max(10, 1.6 * len(results)), 4.8))
     for ax, key, ylabel in ((speed, "tokens_per_second", "steady-state training throughput (tokens/s)"),
@@ -137,15 +138,15 @@ def bench_bars(results: list[dict], path: Path) -> None:
         bars = ax.bar(range(len(results)), values, color=colors)
         ax.set_ylim(0, max(values) * 1.25)
         ax.bar_label(bars, fmt="%.0f" if key == "tokens_per_second" else "%.1f", fontsize=8)
-        ax.set_xticks(range(len(results)), labels, fontsize=8)
-        ax.set_xlabel("precision / settings")
+        ax.set_xticks(range(len(results)), labels, fontsize=7)
+        ax.set_xlabel("backend / precision / settings")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3, axis="y")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in color_of.values()]
     for ax in (speed, memory):
         ax.legend(handles, list(color_of), loc="upper left", fontsize=8)
     device = results[0].get("device", "")
-    speed.set_title(f"LoRA training speed, 8B architecture ({device})")
+    speed.set_title(f"LoRA training speed, {Path(results[0]['model']).name} ({device})")
     memory.set_title("Peak memory")
     _save(fig, path)
 

@@ -1,0 +1,88 @@
+"""Typed, validated dataclasses from YAML mappings: every key and every type checked, each error one sentence naming
+the dotted key (config.py's sections are built with it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from typing import Any, Literal
+
+from medical_r1 import UserError
+
+
+class ConfigError(UserError):
+    """A params.yaml value that cannot be used; the message names the key."""
+
+
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    """tree["a"]["b"] = value for dotted = "a.b", creating missing levels."""
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
+
+
+def build(cls: type, raw: Any, prefix: str = ""):
+    """Build dataclass `cls` from a mapping, checking every key and type."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'params'}: expected a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; known keys: {', '.join(fields)}"
+            raise ConfigError(f"{prefix}{key}: unknown key{hint}")
+    missing = [key for key in fields if key not in raw]
+    if missing:
+        raise ConfigError(f"{prefix}{missing[0]}: missing; params.yaml must set every key (conf/config.yaml "
+                          "holds them all: `python scripts/compose_params.py` writes a complete params.yaml)")
+    values = {key: _coerce(hints[key], value, f"{prefix}{key}") for key, value in raw.items()}
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for inner in options:
+            try:
+                return _coerce(inner, value, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
+        expected = " or ".join(", ".join(typing.get_args(a)) if typing.get_origin(a) is Literal else a.__name__
+                               for a in options)
+        raise ConfigError(f"{key}: expected {expected}; got {type(value).__name__} {value!r}")
+    if origin is Literal:
+        if isinstance(value, bool) and {"on", "off"} <= set(args):  # YAML 1.1 reads on/off as booleans
+            value = "on" if value else "off"
+        if value not in args:
+            raise ConfigError(f"{key}: must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        return [_coerce(args[0], item, f"{key}[{i}]") for i, item in enumerate(value)]
+    if hint is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:  # YAML 1.1 reads `2e-4` as a string
+            number = float(value)
+        except ValueError:
+            number = None
+        if number is not None:
+            if not math.isfinite(number):
+                raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+            return number
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
