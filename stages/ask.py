@@ -3,11 +3,12 @@
     python -m stages.ask "A 62-year-old smoker has painless jaundice and weight loss. Most likely diagnosis?"
     python -m stages.ask --file questions.txt             # one question per line
     python -m stages.ask                                  # interactive: a question per line; an empty line ends
-    python -m stages.ask --model models/export/merged "..."   # the merged export instead of base + adapter
+    python -m stages.ask --model models/export "..."     # the merged model of the export instead of base + adapter
     python -m stages.ask --hide-thinking --max-new-tokens 1024 --temperature 0.6 "..."
 
 Reads   params.yaml: train.load_in_4bit, train.max_seq_length, eval.max_new_tokens (the default budget);
-        models/base/ + models/adapter/ (merged on load), or the directory given with --model
+        models/base/ + models/adapter/ (merged on load), or with --model a merged model's folder: the export,
+        models/export/ (python -m stages.export), whose root is the merged model (or any transformers model folder)
 Greedy unless --temperature is above 0. The prompt is the R1 inference prompt the model was trained with; the
 thinking is dimmed on a terminal (between [thinking] and [answer] markers elsewhere), and the answer follows
 `</think>`. Not medical advice.
@@ -23,7 +24,7 @@ from medical_r1 import UserError, config, files, runtime
 from medical_r1.data import prompts
 from medical_r1.generation import inference
 from medical_r1.model import base_model
-from medical_r1.artifacts import ADAPTER, BASE
+from medical_r1.artifacts import ADAPTER, BASE, EXPORT
 from medical_r1.model.base_model import BaseModel
 
 DIM, RESET = "\033[2m", "\033[0m"
@@ -33,7 +34,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("question", nargs="?", help="the question (none: read questions from stdin)")
     parser.add_argument("--file", type=Path, help="a file with one question per line")
-    parser.add_argument("--model", type=Path, help="a merged model directory (default: models/base + models/adapter)")
+    parser.add_argument("--model", type=Path, help=f"a merged model's folder, e.g. the export, {EXPORT.path} "
+                                                    f"(default: {BASE.path} + {ADAPTER.path})")
     parser.add_argument("--max-new-tokens", type=int, help="generation budget (default: eval.max_new_tokens)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 (default) answers greedily")
     parser.add_argument("--hide-thinking", action="store_true", help="print the answer only")
@@ -51,6 +53,7 @@ def main() -> None:
 
 
 def load(merged: Path | None, load_in_4bit: bool):
+    """The model `--model` names (a merged model's folder, e.g. the export), else the base with the adapter."""
     runtime.setup()
     if merged is not None:
         files.require_inputs([merged / "config.json"], "python -m stages.export")

@@ -1,4 +1,4 @@
-"""export: the tuned model as people use a fine-tune: merged 16-bit weights, the adapter alone, a model card.
+"""export: the tuned model as a hub repo: the merged model at the root, the adapter alone in adapter/, a card in each.
 
     python -m stages.export                                # models/export/ (and reports/export/metrics.json)
     python -m stages.export --push-to-hub you/medical-r1   # then upload it: private, token from HF_TOKEN
@@ -8,16 +8,22 @@ Reads   params.yaml: seed, model.*, data.source, data.config, data.revision, lor
         models/base/, models/adapter/, data/prepared/eval.jsonl, reports/eval/base/metrics.json,
         reports/eval/tuned/metrics.json,
         reports/train/run.json
-Writes  models/export/merged/   the adapter merged into the base (safetensors, 5 GB shards), tokenizer, generation
-                                config: loads with plain transformers, no PEFT or Unsloth needed. A 4-bit run merges
-                                into its base dequantized to 16-bit (the card says so).
-        models/export/adapter/  the LoRA adapter alone (PEFT format), for those who keep the base
-        models/export/README.md the model card (huggingface_hub ModelCard): base model, data, LoRA and training
-                                params, the prompt template with an example, base and tuned scores as metadata
+Writes  models/export/          the adapter merged into the base (config.json, safetensors in 5 GB shards, tokenizer,
+                                generation_config.json) and its model card README.md (huggingface_hub ModelCard: base
+                                model, data, LoRA and training params, the prompt template with an example, base and
+                                tuned scores as metadata, how to load it). Pushed, it loads with plain transformers, no
+                                PEFT or Unsloth: AutoModelForCausalLM.from_pretrained("you/medical-r1"). A 4-bit run
+                                merges into its base dequantized to 16-bit (the card says so).
+        models/export/adapter/  the LoRA adapter alone (PEFT format, models/adapter/ as trained) with a card of its
+                                own, for those who keep the base: PeftModel.from_pretrained(base, "you/medical-r1",
+                                subfolder="adapter")
         reports/export/metrics.json  the merge check: teacher-forced loss on the held-out rows with the adapter and
-                                after the merge; seconds, peak memory, size on disk
+                                after the merge; seconds, peak memory, the merged model's size on disk (merged_bytes:
+                                the root's files but its card)
+The cards load from the repo given with --push-to-hub (else `you/<model name>`, for the reader to replace).
 The merged weights keep the dtype the model ran in: bf16 on a GPU, float32 for the tiny model on a CPU. A bf16 merge
-rounds away part of a small adapter (stages/inference.py, load): the check measures how much, and the card says it.
+rounds away part of a small adapter (medical_r1/generation/inference.py, load): the check measures how much, and the
+card says it.
 """
 
 from __future__ import annotations
@@ -41,15 +47,17 @@ SHARD_SIZE = "5GB"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--push-to-hub", metavar="REPO", help="upload models/export/ to this hub repo (private)")
+    parser.add_argument("--push-to-hub", metavar="REPO", help=f"upload {EXPORT.path}/ to this hub repo (private)")
     args = parser.parse_args()
     params = config.load()
-    export(params)
+    export(params, args.push_to_hub)
     if args.push_to_hub:
         push(EXPORT.path, args.push_to_hub)
 
 
-def export(params) -> None:
+def export(params, repo: str | None = None) -> None:
+    """Merge the adapter into the base, check the merge on the held-out rows, and write models/export/ with cards
+    that load from `repo`."""
     files.require_inputs([BASE.path / base_model.BASE_FILE, EVAL_ROWS.path], "prepare")
     files.require_inputs([ADAPTER.path / "adapter_config.json"], "train")
     artifacts.require_all(*artifacts.read_by("export"))
@@ -63,21 +71,25 @@ def export(params) -> None:
     model = model.merge_and_unload()
     merge_seconds = time.perf_counter() - merge_started
     merged = inference.teacher_forced_loss(model, tokenizer, rows, "auto", params.train.max_seq_length)["full"]
-    scores = {model: artifacts.load_scores(model) for model in MODELS}
-    run = artifacts.load_run_info()
+    facts = model_card.Export(params, {name: artifacts.load_scores(name) for name in MODELS},
+                              artifacts.load_run_info(), rows[0]["prompt"], commit(), repo)
     with files.replaced_dir(EXPORT.path) as work_dir:
-        model.save_pretrained(work_dir / "merged", safe_serialization=True, max_shard_size=SHARD_SIZE)
-        base_model.save_tokenizer(tokenizer, work_dir / "merged")
-        shutil.copytree(ADAPTER.path, work_dir / "adapter")
-        card = model_card.build(params, scores, run, str(model.dtype).removeprefix("torch."), rows[0]["prompt"],
-                                commit(), (with_adapter, merged))
-        card.save(work_dir / "README.md")
+        model.save_pretrained(work_dir, safe_serialization=True, max_shard_size=SHARD_SIZE)
+        base_model.save_tokenizer(tokenizer, work_dir)
+        shutil.copytree(ADAPTER.path, work_dir / model_card.ADAPTER_FOLDER)
+        model_card.save(work_dir, facts, str(model.dtype).removeprefix("torch."), (with_adapter, merged))
     artifacts.EXPORT_METRICS.write_json({
         "loss_with_adapter": round(with_adapter, 6), "loss_merged": round(merged, 6),
         "loss_difference": round(abs(merged - with_adapter), 8), "merge_seconds": round(merge_seconds, 2),
         "export_seconds": round(time.perf_counter() - started, 2), **runtime.peak_memory(),
-        "merged_bytes": sum(p.stat().st_size for p in (EXPORT.path / "merged").rglob("*") if p.is_file())})
+        "merged_bytes": sum(p.stat().st_size for p in merged_files(EXPORT.path))})
     print(f"export: {EXPORT.path} (merged loss {merged:.5f}, with the adapter {with_adapter:.5f})")
+
+
+def merged_files(folder: Path) -> list[Path]:
+    """The merged model's files in an export: everything but the adapter's folder and the card."""
+    return [p for p in folder.rglob("*")
+            if p.is_file() and p.relative_to(folder).parts[0] not in (model_card.ADAPTER_FOLDER, model_card.CARD)]
 
 
 def commit() -> str:
