@@ -1,10 +1,12 @@
-"""The pipeline's stages (prepare, train, evaluate, report) and the library they share.
+"""medical_r1: the library the entry points in stages/ share (data, model, training, generation, evaluation,
+reporting, speed; config and artifacts at the top).
 
-Importing this package sets what must be set before the libraries load (every stage imports it first):
+Importing this package sets what must be set before the libraries load (every stage imports it first; no code of a
+third-party package is changed here: that is model/patches.py):
 - no usage pings: TRL's trainers report each run to huggingface.co through huggingface_hub's telemetry; a stage
   contacts the hub only to download what params.yaml names;
-- CPU math pinned to code paths that compute the same bits on every x86-64 CPU with AVX2, Intel or AMD (README
-  "Reliability"): MKL's vendor-neutral branch (its faster branches differ between vendors) and ATen's AVX2
+- CPU math pinned to code paths that compute the same bits on every x86-64 CPU with AVX2, Intel or AMD
+  (docs/reliability.md): MKL's vendor-neutral branch (its faster branches differ between vendors) and ATen's AVX2
   kernels (AVX-512 kernels round differently).
 """
 

@@ -9,9 +9,7 @@ naming the key:
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import functools
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from medical_r1.model.backends import REGISTRY
-from medical_r1.schema import ConfigError, build, set_dotted
+from medical_r1.schema import ConfigError, build, set_dotted, transformers_names, value_at
 
 PARAMS_FILE = Path("params.yaml")
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -237,10 +235,6 @@ POSITIVE = ("data.eval_rows", "lora.r", "lora.alpha", "train.max_seq_length", "t
 """Params that must be > 0 (`section.*`: every field of the section)."""
 
 
-def value_at(params: Params, dotted: str) -> Any:
-    return functools.reduce(getattr, dotted.split("."), params)
-
-
 def rules(p: Params) -> list[tuple[str, Any, bool, str]]:
     """(key, value, whether it is valid, what it must be) for every param whose type alone does not bound it."""
     keys = [f"{key[:-2]}.{f.name}" for key in POSITIVE if key.endswith(".*")
@@ -289,19 +283,6 @@ def rules(p: Params) -> list[tuple[str, Any, bool, str]]:
         ("bench.seq_probe_lengths", p.bench.seq_probe_lengths, all(n > 0 for n in p.bench.seq_probe_lengths)
          and p.bench.seq_probe_lengths == sorted(p.bench.seq_probe_lengths), "positive lengths, shortest first"),
     ]
-
-
-@functools.cache
-def transformers_names(enum: str) -> set[str]:
-    """The values of transformers' OptimizerNames or SchedulerType, read from its source: importing it would load
-    torch and peft (seconds) in every stage that reads params.yaml. tests/test_config.py compares with the enums."""
-    import importlib.util
-
-    module = {"OptimizerNames": "training_args", "SchedulerType": "trainer_utils"}[enum]
-    origin = Path(importlib.util.find_spec("transformers").origin).parent / f"{module}.py"
-    tree = ast.parse(origin.read_text(encoding="utf-8"))
-    body = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == enum).body
-    return {stmt.value.value for stmt in body if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Constant)}
 
 
 def load(path: str | Path = PARAMS_FILE, overrides: dict[str, Any] | None = None) -> Params:

@@ -3,11 +3,14 @@ the dotted key (config.py's sections are built with it)."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
+import functools
 import math
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal
 
 from medical_r1 import UserError
@@ -86,3 +89,20 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
     return value
 
+
+def value_at(tree: Any, dotted: str) -> Any:
+    """tree.a.b for dotted = "a.b"."""
+    return functools.reduce(getattr, dotted.split("."), tree)
+
+
+@functools.cache
+def transformers_names(enum: str) -> set[str]:
+    """The values of transformers' OptimizerNames or SchedulerType, read from its source: importing it would load
+    torch and peft (seconds) in every stage that reads params.yaml. tests/test_config.py compares with the enums."""
+    import importlib.util
+
+    module = {"OptimizerNames": "training_args", "SchedulerType": "trainer_utils"}[enum]
+    origin = Path(importlib.util.find_spec("transformers").origin).parent / f"{module}.py"
+    tree = ast.parse(origin.read_text(encoding="utf-8"))
+    body = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == enum).body
+    return {stmt.value.value for stmt in body if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Constant)}

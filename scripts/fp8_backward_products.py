@@ -1,7 +1,7 @@
 """The activation-gradient products of a LoRA step's frozen base layers (grad_X = G @ W) on the 8B's shapes, on a
 CUDA GPU with FP8 units, the three ways a backward can take them: bf16 weights; row-wise FP8 weights dequantized to
 bf16 first (Unsloth's fused LoRA backward, unsloth.kernels.fp8.weight_dequant); FP8 throughout, as
-`train.base_precision: fp8` runs it (stages/backends/unsloth_fp8.FP8Weight: G quantized per row in one Triton
+`train.base_precision: fp8` runs it (medical_r1/model/fp8.FP8Weight: G quantized per row in one Triton
 kernel, times W's transpose kept in FP8 per column). CUDA-event times, median of 20
 after warm-up (reports/bench/NOTES.md).
 

@@ -1,4 +1,4 @@
-"""stages/inference.py and stages/decoding.py on the tiny model: the static engine against generate(), the chunked
+"""medical_r1/generation/inference.py and decoding.py on the tiny model: the static engine against generate(), the chunked
 loss against full logits, merged against unmerged adapters, and `eval.batch_size: auto` sizing."""
 
 import json

@@ -5,7 +5,8 @@ import copy
 
 import yaml
 
-from scripts.pr_review import Pipeline, cpu_cheap, judge, params_changes
+from scripts.pr_review import cpu_cheap
+from scripts.pr_verdict import Pipeline, judge, params_changes
 from tests.conftest import REPO
 
 PIPELINE = Pipeline.read(REPO / "dvc.yaml")

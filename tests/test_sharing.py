@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts.pr_review import Pipeline, locked_outs
+from scripts.pr_verdict import Pipeline, locked_outs
 from tests.conftest import dvc, sh, stage_env
 
 pytestmark = pytest.mark.slow

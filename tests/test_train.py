@@ -66,7 +66,7 @@ def test_4bit_without_gpu_is_refused_in_one_sentence(workdir):
 
 
 def test_fp8_base_keeps_each_weight_row_within_float8_precision_and_leaves_other_layers_alone():
-    """train.base_precision: fp8 (stages/backends/fp8.to_fp8) on a tiny Llama, on the CPU: every
+    """train.base_precision: fp8 (medical_r1/model/fp8.to_fp8) on a tiny Llama, on the CPU: every
     projection LoRA will wrap becomes float8 with a per-row scale whose product is the weight to float8's 3
     mantissa bits; a layer LoRA leaves alone, or one already quantized (a Linear subclass), is not touched."""
     from transformers import LlamaConfig, LlamaForCausalLM

@@ -11,6 +11,7 @@ from medical_r1.data.prompts import split_generation
 RATES = ("format_compliance", "stop_rate", "rouge_l", "ner_f1", "mcq_accuracy")
 """The 0-1 quality scores drawn together as before/after bars, where a run has them."""
 LOSSES = ("eval_loss", "response_loss")
+"""Teacher-forced losses on the held-out rows: the whole text, and the response alone."""
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
@@ -63,3 +64,13 @@ def precision_recall_f1(true_positives: int, predicted: int, gold: int) -> tuple
     recall = true_positives / gold if gold else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return precision, recall, f1
+
+
+def held_out_scores(full_loss: float, response_loss: float, texts: list[str], stopped: list[bool],
+                    new_tokens: list[int], prompts_cut: int) -> dict:
+    """What evaluate reports for every task on the held-out rows, by the names `dvc metrics` shows (the task's own
+    scores follow them)."""
+    return {"eval_loss": round(full_loss, 5), "perplexity": rounded(perplexity(full_loss), 4),
+            "response_loss": round(response_loss, 5), "format_compliance": round(format_compliance(texts), 4),
+            "stop_rate": round(stop_rate(stopped), 4), "mean_generated_tokens": round(mean(new_tokens), 1),
+            "samples": len(texts), "prompts_cut": prompts_cut}

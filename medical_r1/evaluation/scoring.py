@@ -4,8 +4,6 @@ and writes the files)."""
 
 from __future__ import annotations
 
-from statistics import mean
-
 from medical_r1 import UserError
 from medical_r1.data import dataset, prompts, sources
 from medical_r1.data.tasks import mcq
@@ -21,15 +19,9 @@ def held_out(model, tokenizer, rows: list[dict], task, evaluation, max_seq_lengt
     out = inference.generate(model, tokenizer, [r["prompt"] for r in sampled], evaluation.max_new_tokens,
                              evaluation.batch_size, evaluation.engine, max_seq_length, f"evaluate {label}")
     answers = [prompts.split_generation(t).answer for t in out.texts]
-    return {
-        "eval_loss": round(losses["full"], 5), "perplexity": metrics.rounded(metrics.perplexity(losses["full"]), 4),
-        "response_loss": round(losses["response"], 5),
-        "format_compliance": round(metrics.format_compliance(out.texts), 4),
-        "stop_rate": round(metrics.stop_rate(out.stopped), 4),
-        "mean_generated_tokens": round(mean(out.new_tokens), 1), "samples": len(sampled),
-        "prompts_cut": out.prompts_cut,
-        **task.score(sampled, answers),
-    }, out
+    scores = metrics.held_out_scores(losses["full"], losses["response"], out.texts, out.stopped, out.new_tokens,
+                                     out.prompts_cut)
+    return scores | task.score(sampled, answers), out
 
 
 def load_mcq(mcq_config, on_bad_row: str) -> tuple[list[mcq.Item], dataset.CleanStats]:

@@ -2,7 +2,7 @@
 
 Evaluation loads models with plain transformers whatever `train.backend` trained the adapter (the adapter is
 PEFT-format either way), merges the adapter into float32 weights (16-bit weights keep it as LoRA layers: a merge
-there would round part of it away; see `load`), and generates with `stages/decoding.py` (engine `static`) or
+there would round part of it away; see `load`), and generates with `medical_r1/generation/decoding.py` (engine `static`) or
 transformers' `generate()` (engine `generate`: the dynamic-cache reference path, for models whose attention does
 not go through transformers' AttentionInterface).
 """
@@ -196,7 +196,7 @@ def generate_tokens(model, encoded: list[list[int]], max_new_tokens: int, batch_
 
 
 def static_engine(model, rows: int, prompt_length: int, max_new_tokens: int, eos: int | None, pad: int):
-    """stages/decoding.py's StaticDecoder, with its attention set on the model (a CUDA graph on a GPU)."""
+    """decoding.py's StaticDecoder, with its attention set on the model (a CUDA graph on a GPU)."""
     decoding.register_attention()
     model.set_attn_implementation(decoding.ATTENTION)
     if model.config._attn_implementation != decoding.ATTENTION:

@@ -3,7 +3,7 @@ how many rows an evaluation batch can hold (`eval.batch_size: auto`).
 
 Training: activations are counted per token from the model config (bf16, 2 bytes per value), as autograd keeps
 them when nothing is recomputed; each backend states its own count (`activation_bytes_per_token` in
-stages/backends/), since Unsloth's fused kernels keep less than plain transformers. Frozen weights need no
+medical_r1/model/backends/), since Unsloth's fused kernels keep less than plain transformers. Frozen weights need no
 gradients, and LoRA's own tensors (rank r) are small. The peak is what the loaded model already holds plus
 tokens x bytes per token. tests/test_memory.py checks the estimate against the peaks measured on the H200
 (reports/bench/*.json).

@@ -35,7 +35,7 @@ class Session:
     estimated_peak_gib: float | None
     """Estimated peak of the largest micro-batch without recomputation (None on the CPU)."""
     log: Any
-    """The step log (stages/steplog.py); fit records into it."""
+    """The step log (medical_r1/training/steplog.py); fit records into it."""
 
 
 def resolve_optim(optim: str, cuda: bool) -> str:
@@ -65,7 +65,7 @@ def setup(base: BaseModel, train, lora, seed: int, lengths: list[int]) -> Sessio
 
 def decide_checkpointing(train, backend: backends.Backend, model, lengths: list[int]) -> tuple[bool, float | None]:
     """train.gradient_checkpointing resolved for this model on this device, and the estimated peak (GiB) of the
-    largest micro-batch of rows of these lengths without recomputation (None on the CPU). See stages/memory.py."""
+    largest micro-batch of rows of these lengths without recomputation (None on the CPU). See medical_r1/model/memory.py."""
     import torch
 
     if not torch.cuda.is_available():
