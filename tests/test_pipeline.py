@@ -19,13 +19,13 @@ pytestmark = pytest.mark.slow
 REPRODUCED = ["reports/prepare/stats.json", "reports/train/metrics.json", "reports/train/steps.csv",
               "reports/train/eval_loss.csv", "reports/eval/base/metrics.json", "reports/eval/tuned/metrics.json",
               "reports/eval/before_after.csv"]
-"""Every result file committed to git that holds no timing (README "Reliability")."""
+"""Every result file committed to git that holds no timing (docs/reliability.md)."""
 REPRODUCED_OUTS = ["data/prepared", "models/base", "models/adapter", "reports/train/run.json",
                    "reports/eval/base/generations.jsonl", "reports/eval/tuned/generations.jsonl",
                    "reports/eval/samples.jsonl"]
 """Every DVC-cached output that holds no timing: dvc.lock records its hash."""
 SHOW_DROP = "Created|State|Executor|.*/|.*seconds|.*per_second|.*peak_"
-"""README "Sweeps": the columns `dvc exp show --only-changed` leaves out in a pull request (dependency hashes,
+"""docs/sharing.md "Sweeps": the columns `dvc exp show --only-changed` leaves out in a pull request (dependency hashes,
 timings)."""
 RESTORED = ["models/adapter/adapter_model.safetensors", "reports/train/metrics.json", "reports/train/perf.json",
             "reports/eval/tuned/metrics.json", "reports/eval/tuned/perf.json", "reports/eval/samples.jsonl"]
@@ -171,4 +171,4 @@ def test_a_queued_sweep_of_two_points(reproduced):
     assert "tuned.eval_loss" in table and "lora.r" in table and "seconds" not in table
     lines = [line for line in table.splitlines() if line.strip()]
     assert len(lines) == 2 + 4  # header, rule, workspace, baseline, two experiments
-    assert max(map(len, lines)) < 600  # README "Sweeps" states the width
+    assert max(map(len, lines)) < 600  # docs/sharing.md states the width
