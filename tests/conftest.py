@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import filelock
 import pytest
 import yaml
 
@@ -27,6 +28,7 @@ from medical_r1 import files
 from medical_r1.config import set_dotted
 from tests.network_guard import sitecustomize as network_guard
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # two test workers share two cores: idle threads sleep, not spin
 REPO = Path(__file__).resolve().parents[1]
 NETWORK_GUARD = REPO / "tests" / "network_guard"
 NETWORK_REFUSED = network_guard.MARK
@@ -161,10 +163,21 @@ def dvc(*args, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
-def reproduced(tmp_path_factory) -> Path:
+def reproduced(tmp_path_factory, worker_id) -> Path:
     """A fresh git repository holding the tracked (and new, unignored) files of this checkout, reproduced once
-    from scratch (its results and dvc.lock removed first) and committed, its outputs in its DVC cache."""
-    root = tmp_path_factory.mktemp("repo")
+    from scratch (its results and dvc.lock removed first) and committed, its outputs in its DVC cache. Built once
+    per test run: the first test worker that needs it builds it, the other waits for it (pytest.ini)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if worker_id != "master" else base  # the workers' temp folders share a parent
+    root, built = shared / "reproduced", shared / "reproduced.done"
+    with filelock.FileLock(str(shared / "reproduced.lock")):
+        if not built.is_file():
+            reproduce_checkout(root)
+            built.touch()
+    return root
+
+
+def reproduce_checkout(root: Path) -> None:
     listed = sh(["git", "ls-files", "--cached", "--others", "--exclude-standard"], REPO).stdout.split("\n")
     for name in filter(None, listed):
         if (REPO / name).is_file():
@@ -178,7 +191,6 @@ def reproduced(tmp_path_factory) -> Path:
     dvc("repro", cwd=root)
     sh(["git", "add", "-A"], root)
     sh(["git", "commit", "-qm", "reproduced"], root)
-    return root
 
 
 def copy_of(workdir: Workdir, path: Path) -> Workdir:

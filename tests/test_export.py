@@ -13,7 +13,8 @@ from medical_r1 import config, files, runtime
 from medical_r1.data import prompts
 from medical_r1.generation import inference
 from medical_r1.model.base_model import BaseModel
-from stages.ask import DIM, RESET, ThinkingPrinter, answer
+from medical_r1.generation.streaming import DIM, RESET, ThinkingPrinter
+from stages.ask import answer
 from tests.conftest import NETWORK_REFUSED, copy_of, stage_env
 from tests.fake_hub import FakeHub
 

@@ -5,6 +5,7 @@ A team of three checkouts of one bare git repository with one local-directory DV
 reproduced the embedded default and runs an experiment), a teammate who pulls that experiment, and the
 pull-request runner (a fresh clone that reviews it). The tests build on each other and run in file order."""
 
+import contextlib
 import json
 import re
 import shutil
@@ -28,6 +29,13 @@ RESULTS = ["params.yaml", "dvc.lock", "reports/prepare/stats.json", "reports/tra
 QUESTION = "A 45-year-old man has crushing chest pain for an hour. What is the first step?"
 
 
+def copy_if_present(source: str, target: str) -> None:
+    """shutil.copy2, skipping a file gone since the folder was listed: the pipeline tests may be adding to the
+    reproduced repository's cache (a DVC temp file renamed into place) while this copies it."""
+    with contextlib.suppress(FileNotFoundError):
+        shutil.copy2(source, target)
+
+
 @pytest.fixture(scope="module")
 def team(reproduced, tmp_path_factory):
     """The git remote, the DVC remote and the GPU box: a clone of the reproduced repository with its DVC cache,
@@ -36,7 +44,7 @@ def team(reproduced, tmp_path_factory):
     origin, store, gpu = root / "origin.git", root / "dvc-store", root / "gpu-box"
     sh(["git", "init", "-q", "--bare", "-b", "main", origin], root)
     sh(["git", "clone", "-q", reproduced, gpu], root)
-    shutil.copytree(reproduced / ".dvc" / "cache", gpu / ".dvc" / "cache")
+    shutil.copytree(reproduced / ".dvc" / "cache", gpu / ".dvc" / "cache", copy_function=copy_if_present)
     dvc("checkout", cwd=gpu)
     sh(["git", "remote", "set-url", "origin", origin], gpu)
     dvc("remote", "add", "-d", "store", store, cwd=gpu)

@@ -98,7 +98,7 @@ def test_fp8_base_keeps_each_weight_row_within_float8_precision_and_leaves_other
             assert torch.equal(module.weight, before[name]), name
 
 
-def test_unsloth_fused_lora_multiplies_fp8_base_weights_in_fp8_both_ways(monkeypatch):
+def test_unsloth_fused_lora_multiplies_fp8_base_weights_in_fp8_both_ways(request):
     """Unsloth's own fused LoRA code on the CPU, with FP8 weights from fp8.to_fp8 after keep_fp8_products:
     the forward product (matmul_lora) and the backward functions (LoRA_W, LoRA_QKV, LoRA_MLP) agree with the same
     code on the weights dequantized to bf16 to the precision of FP8 operands (a few percent) and are not those
@@ -108,14 +108,11 @@ def test_unsloth_fused_lora_multiplies_fp8_base_weights_in_fp8_both_ways(monkeyp
 
     from unsloth.kernels import fast_lora
     from unsloth.kernels.swiglu import _DWf_DW_dfg_traced
-    from unsloth.kernels import utils
     from unsloth.kernels.utils import matmul_lora
 
     from medical_r1.model import fp8
 
-    monkeypatch.setattr(utils, "fp8_linear", utils.fp8_linear)  # put Unsloth's own back afterwards
-    monkeypatch.setattr(fast_lora, "fast_dequantize", fast_lora.fast_dequantize)
-    fp8.keep_fp8_products()
+    request.addfinalizer(fp8.keep_fp8_products())  # the patch's undo puts Unsloth's own back afterwards
     torch.manual_seed(0)
     tokens, hidden, kv, intermediate, r = 48, 64, 32, 128, 4
     bf16 = torch.bfloat16
@@ -159,9 +156,9 @@ def test_unsloth_fused_lora_multiplies_fp8_base_weights_in_fp8_both_ways(monkeyp
     (weight, quant, lora), (dequantized, _, _) = o
     assert 0 < relative_error(matmul_lora(x, weight, quant, *lora), matmul_lora(x, dequantized, None, *lora)) < 0.05
     for name, run in cases.items():
-        fp8, reference = run(0), run(1)
-        assert 0 < relative_error(fp8[0], reference[0]) < 0.05, name
-        for got, want in zip(fp8[1:], reference[1:]):
+        in_fp8, reference = run(0), run(1)
+        assert 0 < relative_error(in_fp8[0], reference[0]) < 0.05, name
+        for got, want in zip(in_fp8[1:], reference[1:]):
             if want is None:
                 assert got is None
             elif name == "LoRA_MLP":  # the base down product feeds every LoRA gradient of the MLP

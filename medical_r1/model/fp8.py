@@ -16,6 +16,7 @@ far more host time per call: reports/bench/NOTES.md). Both FP8 copies together t
 from __future__ import annotations
 
 import weakref
+from typing import Callable
 
 import torch
 import triton
@@ -62,11 +63,11 @@ def require_fp8_weights(model, converted: int) -> None:
                            "them where their backward copies are")
 
 
-def keep_fp8_products() -> None:
+def keep_fp8_products() -> Callable[[], None]:
     """Route the frozen layers' products in Unsloth's fused LoRA kernels through `forward_product` and `FP8Weight`
     for weights `to_fp8` converted; every other weight passes through unchanged. Unsloth's forward calls
     `fp8_linear(X, W, weight_scale)`; each backward asks `fast_dequantize(W.t(), weight_scale)` for a bf16 weight
-    and multiplies with its `.t()` (patches.UNSLOTH_FP8_PRODUCTS). Idempotent."""
+    and multiplies with its `.t()` (patches.UNSLOTH_FP8_PRODUCTS). Idempotent; returns the patch's undo."""
     from unsloth.kernels import fast_lora, utils
 
     linear, dequantize = utils.fp8_linear, fast_lora.fast_dequantize
@@ -80,7 +81,7 @@ def keep_fp8_products() -> None:
         found = backward_weight(weight) if weight.dim() == 2 and weight.stride(0) == 1 else None  # a W.t() view
         return found if found is not None else dequantize(weight, quant_state, *args, dtype=dtype, **kwargs)
 
-    patches.apply(patches.UNSLOTH_FP8_PRODUCTS, fp8_linear, fast_dequantize)
+    return patches.apply(patches.UNSLOTH_FP8_PRODUCTS, fp8_linear, fast_dequantize)
 
 
 def backward_weight(weight: torch.Tensor) -> FP8Weight | None:
