@@ -39,7 +39,19 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: trains, or starts DVC (left out by `pytest -m 'not slow'`)")
 
 
+def run_order(item) -> int:
+    """The longest chain (the reproduced repository, then the pipeline tests in file order) starts first, on one
+    worker, with quick tests after it in its first batch; the tests that clone that repository come last, when it
+    is built; the other slow tests in between."""
+    if item.path.name == "test_pipeline.py":
+        return 0
+    if item.path.name == "test_sharing.py":
+        return 3
+    return 2 if "trained" in item.fixturenames or item.get_closest_marker("slow") else 1
+
+
 def pytest_collection_modifyitems(items):
+    items.sort(key=run_order)  # stable: each file's tests keep their order
     for item in items:
         if "trained" in item.fixturenames:  # the session's trained model: a training run
             item.add_marker(pytest.mark.slow)
