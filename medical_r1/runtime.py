@@ -1,5 +1,5 @@
-"""The machine a stage runs on: CUDA or CPU, the compute dtype, loading a model onto it, what makes its numbers
-reproducible, and how much memory the stage peaked at."""
+"""The machine a stage runs on: CUDA or CPU, the compute dtype, what makes its numbers reproducible, and how much
+memory the stage peaked at (loading a model in a precision: model/precision.py)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@
     python -m stages.ask --hide-thinking --max-new-tokens 1024 --temperature 0.6 "..."
 
 Reads   params.yaml: train.load_in_4bit, train.max_seq_length, eval.max_new_tokens (the default budget);
-        models/base/ + models/adapter/ (merged on load), or with --model a merged model's folder: the export,
+        models/base/ + models/adapter/ (as evaluate loads them), or with --model a merged model's folder: the export,
         models/export/ (python -m stages.export), whose root is the merged model (or any transformers model folder)
 Greedy unless --temperature is above 0. The prompt is the R1 inference prompt the model was trained with; the
 thinking is dimmed on a terminal (between [thinking] and [answer] markers elsewhere), and the answer follows

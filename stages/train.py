@@ -15,7 +15,7 @@ Writes  models/adapter/              LoRA adapter (PEFT format, safetensors) + t
 Keeps   models/checkpoints/<run>/    trainer checkpoints every train.save_steps while the run is incomplete (not
                                      a DVC output): with train.resume=auto a killed run continues from the
                                      newest complete one; a finished run deletes them
-The recipe itself (load, checkpointing decision, LoRA, SFTTrainer) is stages/finetune.py: setup -> fit.
+The recipe itself (load, checkpointing decision, LoRA, SFTTrainer) is medical_r1/training/finetune.py: setup -> fit.
 """
 
 from __future__ import annotations

@@ -175,15 +175,16 @@ def dvc(*args, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
-def reproduced(tmp_path_factory, worker_id) -> Path:
+def reproduced(tmp_path_factory) -> Path:
     """A fresh git repository holding the tracked (and new, unignored) files of this checkout, reproduced once
     from scratch (its results and dvc.lock removed first) and committed, its outputs in its DVC cache. Built once
-    per test run: the first test worker that needs it builds it, the other waits for it (pytest.ini)."""
+    per test run: the first test worker (pytest.ini) that needs it builds it, the other waits on the lock."""
     base = tmp_path_factory.getbasetemp()
-    shared = base.parent if worker_id != "master" else base  # the workers' temp folders share a parent
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the workers' temp folders' parent
     root, built = shared / "reproduced", shared / "reproduced.done"
     with filelock.FileLock(str(shared / "reproduced.lock")):
         if not built.is_file():
+            shutil.rmtree(root, ignore_errors=True)  # a build that failed before starts over
             reproduce_checkout(root)
             built.touch()
     return root

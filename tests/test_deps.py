@@ -1,4 +1,4 @@
-"""dvc.yaml and bench/dvc.yaml cannot drift from the code: each stage's code deps are exactly the modules its
+"""dvc.yaml, bench/dvc.yaml and export/dvc.yaml cannot drift from the code: each stage's code deps are exactly the modules its
 command imports (transitively, within stages/ and medical_r1/); every pipeline stage can be run-cached."""
 
 import ast
@@ -23,11 +23,22 @@ PICKED_BY_NAME = {"medical_r1.data.tasks", "medical_r1.model.backends"}
 """Packages whose get(name) imports one of their modules at run time (data.task, train.backend)."""
 
 
+def without_type_checking(tree: ast.Module) -> ast.Module:
+    """The module without its `if TYPE_CHECKING:` blocks (imports for annotations only: nothing loads them)."""
+    for node in ast.walk(tree):
+        for field in ("body", "orelse"):
+            statements = getattr(node, field, None)
+            if isinstance(statements, list):
+                setattr(node, field, [s for s in statements if not (isinstance(s, ast.If) and isinstance(s.test, ast.Name)
+                                                                    and s.test.id == "TYPE_CHECKING")])
+    return tree
+
+
 def direct_imports(name: str) -> set[str]:
     """Modules of our packages that `name` imports, its packages included; a call of `tasks.get(...)` or
     `backends.get(...)` counts as importing every module of that package (it picks one at run time)."""
     found, local_names = set(), {}
-    for node in ast.walk(ast.parse(module_file(name).read_text())):
+    for node in ast.walk(without_type_checking(ast.parse(module_file(name).read_text()))):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
             found.add(node.module)
             for alias in node.names:

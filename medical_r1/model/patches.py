@@ -76,9 +76,11 @@ def apply(patch: Patch, *replacements: Any) -> Callable[[], None]:
     if patch in _APPLIED:
         return _APPLIED[patch]
     require_version(patch)
+    if len(replacements) != len(patch.replaces):
+        raise ValueError(f"{len(replacements)} replacements for the {len(patch.replaces)} targets of {patch.replaces}")
     targets = [(import_module(module), name) for module, name in (t.split(":") for t in patch.replaces)]
     originals = [getattr(module, name) for module, name in targets]
-    for (module, name), value in zip(targets, replacements, strict=True):
+    for (module, name), value in zip(targets, replacements):
         setattr(module, name, value)
 
     def undo() -> None:

@@ -130,7 +130,7 @@ def bench_bars(named_results: dict[str, dict], path: Path) -> None:
     color_of = dict(zip(REGISTRY, (TUNED_COLOR, BASE_COLOR)))
     results = list(named_results.values())
     labels = [name.replace("-", "\n", 2) for name in named_results]
-    colors = [color_of[r["backend"]] for r in results]
+    colors = [color_of.get(r["backend"], LR_COLOR) for r in results]
     fig, (speed, memory) = plt.subplots(1, 2, figsize=(max(10, 1.6 * len(results)), 4.8))
     for ax, key, ylabel in ((speed, "tokens_per_second", "steady-state training throughput (tokens/s)"),
                             (memory, "peak_gpu_reserved_gib", "peak GPU memory reserved (GiB)")):
