@@ -135,17 +135,34 @@ class TrainConfig:
 
 
 @dataclass
-class McqConfig:
-    source: str | None
-    """Multiple-choice rows to score (MedQA/MedMCQA/PubMedQA shapes): a local file or `hf:<id>`; null = off."""
+class McqSetConfig:
+    source: str
+    """`sample` (our bundled questions, data/sample/mcq.jsonl), a local .json/.jsonl/.parquet/.csv copy, or
+    `hf:<dataset id>`; rows in the MedQA, MedMCQA or PubMedQA shape."""
     config: str | None
-    """Hub config of an `hf:` MCQ source."""
+    """Hub config of an `hf:` source (PubMedQA: pqa_labeled); not used for a local copy."""
     split: str
-    """Hub split of an `hf:` MCQ source."""
-    max_rows: int | None
-    """Score at most this many questions; null scores all."""
+    """Split of an `hf:` source that is scored; not used for a local copy."""
+    revision: str | None
+    """Hub revision (commit or tag) of an `hf:` source; null: the hub's newest."""
+    size: int | None
+    """Questions the set holds as published; a copy with another count is refused (null: not checked)."""
+
+
+@dataclass
+class McqProtocolConfig:
     max_new_tokens: int
-    """Thinking budget per question (reasoning + the chosen letter)."""
+    """New tokens per question, thinking included (the R1 recipes: 2,048, as HuatuoGPT-o1 and MedReason score)."""
+    decoding: Literal["greedy", "sampled"]
+    """`greedy`, or `sampled`: `samples` seeded samples per question at `temperature` / `top_p` (our engine)."""
+    samples: int
+    """Samples per question with `sampled` decoding (accuracy is pass@1: the mean over them); 1 with greedy."""
+    temperature: float
+    """Sampling temperature (DeepSeek recommends 0.6 for its R1 distills)."""
+    top_p: float
+    """Nucleus: sample among the most likely tokens until their probability reaches top_p (DeepSeek: 0.95)."""
+    max_questions: int | None
+    """Score the first this many questions of each set (a quick look, not a paper's number); null scores all."""
 
 
 @dataclass
@@ -153,27 +170,35 @@ class EvalConfig:
     num_samples: int
     """Held-out questions to generate answers for (at most data.eval_rows are available)."""
     max_new_tokens: int
-    """Generation budget per question (reasoning + answer)."""
+    """Generation budget per held-out question (reasoning + answer)."""
     batch_size: int | Literal["auto"]
     """Prompts per generation batch and rows per loss batch; `auto`: the most that fit the free memory."""
     engine: Literal["static", "generate"]
     """`static`: static KV cache, one CUDA graph per decode step on a GPU; `generate`: transformers' generate()."""
-    mcq: McqConfig
-    """Medical multiple-choice accuracy of base and tuned (off unless eval.mcq.source is set)."""
+    mcq: list[str]
+    """Multiple-choice sets to score, by name from eval.mcq_sets, each reported apart; [] scores none."""
+    mcq_sets: dict[str, McqSetConfig]
+    """The multiple-choice sets known by name, each pinned to its source, split, revision and size."""
+    mcq_protocol: McqProtocolConfig
+    """How every MCQ set is decoded and read (docs/tasks.md: the rules that read the answer)."""
 
 
 @dataclass
 class GenerateBenchConfig:
     prompts: int
     """Prompts generated for at the auto batch (MedQA's test set has 1,273 questions)."""
-    prompt_tokens: int
-    """Tokens per prompt: windows of the benchmark rows' text."""
+    prompt_chars_median: int
+    """Median question + options length in characters before the template (MedQA's test set: 819)."""
+    prompt_chars_p95: int
+    """95th percentile of that length (MedQA: 1,350); lengths are log-normal between the two."""
+    prompt_chars_max: int
+    """Longest question (MedQA: 3,640): the longest prompt has it, none is longer."""
     max_new_tokens: int
     """New tokens per prompt; EOS never ends a generation early, so every prompt costs the whole budget."""
     batch_size: int
     """The fixed batch compared with the auto batch (its first `batch_size` prompts)."""
     peak_bandwidth_tbs: float
-    """Memory bandwidth of the GPU for the roofline, TB/s (H200 datasheet)."""
+    """Memory bandwidth of the GPU for the roofline, TB/s (H200 datasheet; H100 SXM: 3.35)."""
 
 
 @dataclass
@@ -229,7 +254,8 @@ PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 
 POSITIVE = ("data.eval_rows", "lora.r", "lora.alpha", "train.max_seq_length", "train.per_device_train_batch_size",
             "train.gradient_accumulation_steps", "train.max_steps", "train.learning_rate", "train.logging_steps",
-            "train.save_steps", "eval.num_samples", "eval.max_new_tokens", "eval.mcq.max_new_tokens", "model.tiny.*",
+            "train.save_steps", "eval.num_samples", "eval.max_new_tokens", "eval.mcq_protocol.max_new_tokens",
+            "eval.mcq_protocol.samples", "model.tiny.*",
             "bench.skip_steps", "bench.measure_steps", "bench.memory_budget_gib", "bench.peak_tflops",
             "bench.generate.*")
 """Params that must be > 0 (`section.*`: every field of the section)."""
@@ -242,14 +268,24 @@ def rules(p: Params) -> list[tuple[str, Any, bool, str]]:
     positive = [(key, value_at(p, key)) for key in [k for k in POSITIVE if not k.endswith(".*")] + keys]
     if p.eval.batch_size != "auto":
         positive.append(("eval.batch_size", p.eval.batch_size))
-    tiny, train = p.model.tiny, p.train
+    tiny, train, protocol = p.model.tiny, p.train, p.eval.mcq_protocol
     return [
         *((key, value, value > 0, "> 0") for key, value in positive),
         ("seed", p.seed, 0 <= p.seed < SEED_RANGE, f"an integer in 0..{SEED_RANGE - 1}"),
         ("data.max_rows", p.data.max_rows, p.data.max_rows is None or p.data.max_rows > p.data.eval_rows,
          f"null or more than data.eval_rows ({p.data.eval_rows})"),
-        ("eval.mcq.max_rows", p.eval.mcq.max_rows, p.eval.mcq.max_rows is None or p.eval.mcq.max_rows >= 1,
-         "null (all questions) or >= 1"),
+        ("eval.mcq", p.eval.mcq, set(p.eval.mcq) <= set(p.eval.mcq_sets) and len(set(p.eval.mcq)) == len(p.eval.mcq),
+         f"a list of distinct names from eval.mcq_sets ({', '.join(p.eval.mcq_sets) or 'none'})"),
+        *((f"eval.mcq_sets.{name}.size", s.size, s.size is None or s.size >= 1, "null (not checked) or >= 1")
+          for name, s in p.eval.mcq_sets.items()),
+        ("eval.mcq_protocol.max_questions", protocol.max_questions,
+         protocol.max_questions is None or protocol.max_questions >= 1, "null (all questions) or >= 1"),
+        ("eval.mcq_protocol.samples", protocol.samples, protocol.decoding == "sampled" or protocol.samples == 1,
+         "1 with greedy decoding (eval.mcq_protocol.decoding: sampled draws several)"),
+        ("eval.mcq_protocol.temperature", protocol.temperature, protocol.temperature > 0, "> 0"),
+        ("eval.mcq_protocol.top_p", protocol.top_p, 0 < protocol.top_p <= 1, "in (0, 1]"),
+        ("eval.mcq_protocol.decoding", protocol.decoding, protocol.decoding == "greedy" or p.eval.engine == "static",
+         "greedy with eval.engine generate (sampling runs in the static engine)"),
         ("lora.dropout", p.lora.dropout, 0 <= p.lora.dropout < 1, "in [0, 1)"),
         ("lora.target_modules", p.lora.target_modules, bool(p.lora.target_modules)
          and len(set(p.lora.target_modules)) == len(p.lora.target_modules), "a non-empty list of distinct names"),
@@ -266,9 +302,6 @@ def rules(p: Params) -> list[tuple[str, Any, bool, str]]:
          train.lr_scheduler_type in transformers_names("SchedulerType"),
          "a schedule transformers knows (transformers.trainer_utils.SchedulerType)"),
         ("eval.max_new_tokens", p.eval.max_new_tokens, p.eval.max_new_tokens < train.max_seq_length,
-         f"below train.max_seq_length ({train.max_seq_length}), which also bounds prompt + generation"),
-        ("eval.mcq.max_new_tokens", p.eval.mcq.max_new_tokens,
-         p.eval.mcq.source is None or p.eval.mcq.max_new_tokens < train.max_seq_length,
          f"below train.max_seq_length ({train.max_seq_length}), which also bounds prompt + generation"),
         ("model.tiny.vocab_size", tiny.vocab_size, tiny.vocab_size >= BPE_ALPHABET,
          f">= {BPE_ALPHABET} (the byte alphabet and the special tokens)"),

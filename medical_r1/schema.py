@@ -72,6 +72,13 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if value not in args:
             raise ConfigError(f"{key}: must be one of {', '.join(map(str, args))}; got {value!r}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        for name in value:
+            if not isinstance(name, str) or not name.isidentifier():
+                raise ConfigError(f"{key}: {name!r} is not a name (letters, digits and _, not starting with a digit)")
+        return {name: _coerce(args[1], item, f"{key}.{name}") for name, item in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")

@@ -8,6 +8,7 @@ pipeline runs. Params are composed from conf/ as `dvc exp run -S ...` composes t
     python -m stages.bench run                                      # the embedded default, on this CPU
     python scripts/bench_flash_varlen.py run ...    # the same, one varlen attention call per layer on torch < 2.12
     python -m stages.bench generate -S recipe=speed_8b              # decoding: generate() vs the static engine
+    python -m stages.bench generate -S recipe=speed_8b --variants base-auto tuned-auto   # MedQA-sized evaluation
     python -m stages.bench chart reports/bench/*.json               # results -> reports/bench/throughput_memory.png
     python3 -m dvc repro bench/dvc.yaml                             # every measurement bench/dvc.yaml names
 
@@ -17,7 +18,8 @@ Writes  reports/bench/<name>.json      (run) GPU, versions, params; steady-state
                                        longest sequence within bench.memory_budget_gib; with bench.profile_steps, GPU
                                        time by kernel kind and host syncs per step
         reports/bench/generate-<variant>.json, reports/bench/generate.png   (generate) new tokens/s, ms per step,
-                                       prefill and decode time, peak memory, fraction of the bandwidth roofline
+                                       prefill and decode time, peak memory, fraction of the roofline (weights,
+                                       matrix work, KV cache); the tuned model's route and teacher-forced loss
         reports/bench/throughput_memory.png   (chart) tokens/s and peak memory of the results given
 Each run is a process of its own (Unsloth patches transformers globally). Weights are whatever model.* says: the
 speed recipe's are seeded random (`weights: random` in the result), written once to bench.weights_dir.
@@ -45,6 +47,9 @@ def main() -> None:
                              help="as `dvc exp run -S`: recipe=<name> or any param")
         if name == "run":
             command.add_argument("--name", help="result file name (default: <backend>-<precision>)")
+        else:
+            command.add_argument("--variants", nargs="+", choices=list(decoding.VARIANTS), default=list(decoding.VARIANTS),
+                                 help="what to measure (default: all, in this order)")
     chart = commands.add_parser("chart", help="draw reports/bench/throughput_memory.png from result files")
     chart.add_argument("results", nargs="+", type=Path)
     args = parser.parse_args()
@@ -52,7 +57,7 @@ def main() -> None:
         draw(args.results)
     elif args.command == "generate":
         results = []
-        for result in decoding.generate(config.compose(args.overrides)):
+        for result in decoding.generate(config.compose(args.overrides), args.variants):
             files.write_json(BENCH_RESULTS / f"generate-{result['name']}.json", result)
             results.append(result)
         plots.generation_bars(results, BENCH_RESULTS / "generate.png")

@@ -1,32 +1,33 @@
-"""evaluate: one model (the base, or the tuned base + adapter) on the held-out rows, and MCQ when asked.
+"""evaluate: one model (the base, or the tuned base + adapter) on the held-out rows and the MCQ sets of eval.mcq.
 
     python -m stages.evaluate base      # dvc.yaml: evaluate_base, rerun only when the base or eval.* change
     python -m stages.evaluate tuned     # dvc.yaml: evaluate, after train
 
-Reads   params.yaml: data.task, data.on_bad_row, eval.*, train.load_in_4bit, train.max_seq_length;
-        data/prepared/eval.jsonl, models/base/, eval.mcq.source when set;
-        (data/sample/mcq.jsonl is the bundled one); tuned also models/adapter/ and evaluate_base's
-        reports/eval/base/metrics.json and reports/eval/base/generations.jsonl
+Reads   params.yaml: seed (sampled MCQ decoding), data.task, data.on_bad_row, eval.*, train.load_in_4bit,
+        train.max_seq_length; data/prepared/eval.jsonl, models/base/, each eval.mcq set's source (ours:
+        data/sample/mcq.jsonl); tuned also models/adapter/ and evaluate_base's reports/eval/base/metrics.json and
+        reports/eval/base/generations.jsonl
 Writes  reports/eval/<model>/metrics.json   {"<model>": {...}}: eval_loss and perplexity (full text),
                                             response_loss, format_compliance, stop_rate, mean_generated_tokens,
-                                            samples (questions generated for), and the task's scores: rouge_l
-                                            (medical_cot) or ner_precision/recall/f1, ner_f1.<type>,
-                                            ner_malformed_lines, ner_not_in_text (cmeee_ner); with
-                                            eval.mcq.source: mcq_accuracy (overall and per source shape),
-                                            mcq_no_letter, mcq_thinking_tokens, and what the MCQ file lost:
-                                            mcq_rows_skipped, mcq_duplicates; prompts_cut (mcq_prompts_cut): prompts
-                                            longer than train.max_seq_length - the budget, cut to their end
-        reports/eval/<model>/perf.json      generation tokens/s and batch size (and MCQ tokens/s), peak memory
+                                            samples (questions generated for), prompts_cut (held-out prompts longer
+                                            than train.max_seq_length - the budget, cut to their end), and the
+                                            task's scores: rouge_l (medical_cot) or ner_precision/recall/f1,
+                                            ner_f1.<type>, ner_malformed_lines, ner_not_in_text (cmeee_ner); per
+                                            MCQ set, mcq.<set>: accuracy (pass@1), no_letter, truncated,
+                                            thinking_tokens, questions, samples, prompts_cut, rows_skipped,
+                                            duplicates
+        reports/eval/<model>/perf.json      generation tokens/s and batch size, MCQ tokens/s per set, peak memory;
+                                            tuned: the adapter's decoding route (merged or lora) and merge error
         reports/eval/<model>/generations.jsonl  what the model wrote: each sampled held-out question
-                                            (prompt_set held_out), then each MCQ question with its gold and
-                                            chosen letter (prompt_set mcq)
+                                            (prompt_set held_out), then every MCQ generation with its set, gold,
+                                            sample number, chosen letter and the rule that read it (prompt_set mcq)
         tuned also:
         reports/eval/samples.jsonl          question, reference, base output, tuned output
-        reports/eval/before_after.csv       the 0-1 scores (metrics.RATES present) of both, long form, for `dvc plots`
-Same prompts and greedy decoding for both, through medical_r1/generation/inference.py: plain transformers whichever backend
-trained the adapter, the adapter merged into float32 weights and kept as LoRA layers on 16-bit ones (a bf16 merge
-rounds part of a small adapter away: medical_r1/generation/inference.py, load), the static-cache engine (a CUDA graph per decode step
-on a GPU) unless eval.engine says `generate`.
+        reports/eval/before_after.csv       both models' 0-1 scores (metrics.rate_keys), long form, for `dvc plots`
+Same prompts and decoding for both, through medical_r1/generation/inference.py: plain transformers whichever backend
+trained the adapter, the adapter merged where the merge keeps its effect and else run beside the base
+(medical_r1/model/lora_decoding.py), the static-cache engine (a CUDA graph per decode step on a GPU) unless
+eval.engine says `generate`.
 """
 
 from __future__ import annotations
@@ -49,33 +50,42 @@ def main() -> None:
         raise UserError("usage: python -m stages.evaluate base|tuned")
     params = config.load()
     evaluate(name, params.eval, params.data.task, params.data.on_bad_row, params.train.load_in_4bit,
-             params.train.max_seq_length)
+             params.train.max_seq_length, params.seed)
 
 
-def evaluate(name: str, evaluation, task_name: str, on_bad_row: str, load_in_4bit: bool, max_seq_length: int
-             ) -> None:
+def evaluate(name: str, evaluation, task_name: str, on_bad_row: str, load_in_4bit: bool, max_seq_length: int,
+             seed: int) -> None:
     files.require_inputs([EVAL_ROWS.path, BASE.path / base_model.BASE_FILE], "prepare")
     if name == "tuned":
         files.require_inputs([ADAPTER.path / "adapter_config.json"], "train")
         artifacts.require_all(artifacts.EVAL_METRICS["base"], GENERATIONS["base"])
     artifacts.require_outputs_writable(artifacts.EVAL_STAGE[name])
-    items, cleaned = scoring.load_mcq(evaluation.mcq, on_bad_row) if evaluation.mcq.source else (None, None)
+    protocol = evaluation.mcq_protocol
+    mcq_sets = {set_name: scoring.load_mcq(set_name, evaluation.mcq_sets[set_name], protocol.max_questions,
+                                           on_bad_row) for set_name in evaluation.mcq}
     base = read_base() if name == "tuned" else None  # a bad MCQ file or base output fails before any model runs
     runtime.setup()
     rows = files.read_jsonl(EVAL_ROWS.path)
-    model, tokenizer = inference.load(BaseModel.read(BASE.path), ADAPTER.path if name == "tuned" else None,
-                                      load_in_4bit)
+    perf = {}
+    if name == "tuned":
+        model, tokenizer, route = inference.load_tuned(BaseModel.read(BASE.path), ADAPTER.path, load_in_4bit)
+        perf["adapter"] = {"path": route.path, "merge_error": route.merge_error}
+    else:
+        model, tokenizer = inference.load(BaseModel.read(BASE.path), None, load_in_4bit)
+    if mcq_sets:
+        scoring.check_budget(model, protocol)
     scores, out = scoring.held_out(model, tokenizer, rows, tasks.get(task_name), evaluation, max_seq_length, name)
-    perf = {"generation_tokens_per_second": out.tokens_per_second, "generation_batch_size": out.batch_size}
+    perf |= {"generation_tokens_per_second": out.tokens_per_second, "generation_batch_size": out.batch_size}
     generations = [{"prompt_set": "held_out", "generation": t} for t in out.texts]
-    if items:
-        mcq_scores, mcq_out = scoring.mcq_scores(model, tokenizer, items, evaluation, max_seq_length, name)
-        scores |= mcq_scores | {"mcq_rows_skipped": sum(cleaned.skipped.values()),
-                                "mcq_duplicates": cleaned.duplicates, "mcq_prompts_cut": mcq_out.prompts_cut}
-        perf["mcq_generation_tokens_per_second"] = mcq_out.tokens_per_second
-        generations += [{"prompt_set": "mcq", "question": item.question, "gold": item.gold,
-                         "chosen": mcq.extract_letter(text, item.options), "generation": text}
-                        for item, text in zip(items, mcq_out.texts)]
+    for set_name, (items, cleaned) in mcq_sets.items():
+        run = scoring.mcq_scores(model, tokenizer, items, protocol, evaluation.batch_size, evaluation.engine, seed,
+                                 f"evaluate {name} {set_name}")
+        scores.setdefault("mcq", {})[set_name] = run.scores | {"rows_skipped": sum(cleaned.skipped.values()),
+                                                               "duplicates": cleaned.duplicates}
+        perf.setdefault("mcq_tokens_per_second", {})[set_name] = run.tokens_per_second
+        generations += [{"prompt_set": "mcq", "set": set_name, "question": item.question, "gold": item.gold,
+                         "sample": j, **answer_fields(mcq.read_answer(text, item.options)), "generation": text}
+                        for item, texts in zip(items, run.texts) for j, text in enumerate(texts)]
     artifacts.save_scores(name, scores)
     artifacts.save_eval_perf(name, perf | runtime.peak_memory())
     files.write_jsonl(GENERATIONS[name].path, generations)
@@ -83,7 +93,12 @@ def evaluate(name: str, evaluation, task_name: str, on_bad_row: str, load_in_4bi
         base_scores, base_texts = base
         files.write_csv(artifacts.BEFORE_AFTER.path, scoring.before_after(base_scores, scores))
         files.write_jsonl(artifacts.SAMPLES.path, scoring.side_by_side(rows, base_texts, out.texts))
-    print(f"evaluate {name}: eval loss {scores['eval_loss']}, format compliance {scores['format_compliance']}")
+    print(f"evaluate {name}: eval loss {scores['eval_loss']}, format compliance {scores['format_compliance']}"
+          + "".join(f", {n} accuracy {s['accuracy']}" for n, s in scores.get("mcq", {}).items()))
+
+
+def answer_fields(reading: mcq.Reading) -> dict:
+    return {"chosen": reading.letter, "rule": reading.rule}
 
 
 def read_base() -> tuple[dict, list[str]]:

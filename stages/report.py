@@ -2,13 +2,15 @@
 
     python -m stages.report
 
-Reads   params.yaml: seed, model.name, data.task, data.source, data.config, lora.*, train.* (the params table);
+Reads   params.yaml: seed, model.name, data.task, data.source, data.config, lora.*, train.* (the params table),
+        eval.mcq_protocol (the MCQ section);
         reports/prepare/stats.json, reports/train/metrics.json, reports/train/perf.json, reports/train/run.json,
         reports/train/steps.csv, reports/train/step_times.csv, reports/train/eval_loss.csv,
         reports/eval/base/metrics.json, reports/eval/base/perf.json, reports/eval/tuned/metrics.json,
         reports/eval/tuned/perf.json, reports/eval/samples.jsonl
 Writes  reports/figures/ (loss.png, throughput_memory.png, before_after.png, ner_f1_by_type.png for cmeee_ner),
-        reports/report.md (params, base-vs-tuned table, the figures, three sample generations side by side)
+        reports/report.md (params, base-vs-tuned table, the figures, the MCQ sets beside published reference rows,
+        three sample generations side by side)
 """
 
 from __future__ import annotations
@@ -16,17 +18,18 @@ from __future__ import annotations
 from medical_r1 import artifacts, config, files
 from medical_r1.artifacts import FIGURES, MODELS
 from medical_r1.data import sources, tasks
+from medical_r1.evaluation import metrics
 from medical_r1.reporting import markdown, plots
 
 
 def main() -> None:
     params = config.load()
     report(params.seed, params.model.name, params.data.task, params.data.source, params.data.config, params.lora,
-           params.train)
+           params.train, params.eval.mcq_protocol)
 
 
-def report(seed: int, model_name: str, task: str, data_source: str, data_config: str | None, lora, train_config
-           ) -> None:
+def report(seed: int, model_name: str, task: str, data_source: str, data_config: str | None, lora, train_config,
+           protocol) -> None:
     artifacts.require_all(*artifacts.read_by("report"))
     artifacts.require_outputs_writable("report")
     stats, train, train_perf = (a.read_json() for a in (artifacts.PREPARE_STATS, artifacts.TRAIN_METRICS,
@@ -39,22 +42,30 @@ def report(seed: int, model_name: str, task: str, data_source: str, data_config:
                      figures / "loss.png")
     plots.throughput_memory(files.read_csv(artifacts.STEP_TIMES.path), train_config.backend, run["device"],
                             train_perf, perf, figures / "throughput_memory.png")
-    evaluation = flat(scores)
+    evaluation = metrics.flatten(scores)
     plots.before_after(evaluation, figures / "before_after.png")
     if "base.ner_f1" in evaluation:
         plots.per_type_f1(evaluation, figures / "ner_f1_by_type.png")
     samples = files.read_jsonl(artifacts.SAMPLES.path)
     source, _ = sources.resolve_sample(data_source, data_config, tasks.get(task).SAMPLES)
     shown_source = data_source + (f" ({data_config})" if data_config else "")
+    mcq = markdown.mcq_section(scores, protocol, caveat(model_name, run["weights"])) if "mcq" in scores["base"] else []
     text = markdown.build(markdown.params_table(seed, model_name, task, shown_source, lora, train_config), source,
-                          stats, train, train_perf, run, {**evaluation, **flat(perf)}, samples, model_name)
+                          stats, train, train_perf, run, {**evaluation, **metrics.flatten(perf)}, samples, model_name,
+                          mcq)
     files.write_text(artifacts.REPORT.path, text)
     print(f"report: wrote {artifacts.REPORT.path} and figures in {figures}")
 
 
-def flat(by_model: dict) -> dict:
-    """{"base": {...}, "tuned": {...}} -> {"base.<key>": ..., "tuned.<key>": ...}, as `dvc metrics` shows them."""
-    return {f"{model}.{key}": value for model, values in by_model.items() for key, value in values.items()}
+def caveat(model_name: str, weights: str) -> str | None:
+    """Why a run's MCQ accuracies say nothing about medicine, if they do not."""
+    if model_name == "tiny":
+        return ("The embedded default's tiny model, trained for minutes on our bundled sample, answers our bundled "
+                "questions: these numbers check the pipeline, and stand beside the published rows only to show the "
+                "table a real run fills.")
+    if weights == "random":
+        return f"The base has seeded random weights ({model_name}): these numbers measure the pipeline, not medicine."
+    return None
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def stage_env(env: dict | None = None) -> dict:
     return {**os.environ, "PYTHONPATH": python_path, **(env or {})}
 SMALL = {"data.max_rows": 40, "data.eval_rows": 4, "train.max_steps": 2, "train.save_steps": 2,
          "train.per_device_train_batch_size": 2, "train.gradient_accumulation_steps": 1,
-         "model.tiny.vocab_size": 512}
+         "model.tiny.vocab_size": 512, "eval.mcq_protocol.max_questions": 4, "eval.mcq_protocol.max_new_tokens": 16}
 
 
 COMMANDS = {"prepare": ["stages.prepare"], "train": ["stages.train"], "evaluate_base": ["stages.evaluate", "base"],

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from medical_r1.evaluation.metrics import flatten
 from tests.conftest import REPO, small
 
 GOOD = [{"Question": f"Question {i}?", "Complex_CoT": f"Reasoning {i}.", "Response": f"Answer {i}."}
@@ -37,7 +38,9 @@ def csv_file(*lines: str) -> bytes:
 
 MCQ_GOOD = [{"question": f"Which option is number {i}?", "options": {"A": f"number {i}", "B": "another"},
              "answer_idx": "A"} for i in range(4)]
-MCQ = {"eval.mcq.source": "mcq.jsonl", "eval.num_samples": 2, "eval.max_new_tokens": 8, "eval.mcq.max_new_tokens": 8}
+MCQ = {"eval.mcq": ["file"], "eval.mcq_sets.file": {"source": "mcq.jsonl", "config": None, "split": "test",
+                                                     "revision": None, "size": None},
+       "eval.num_samples": 2, "eval.max_new_tokens": 8, "eval.mcq_protocol.max_new_tokens": 8}
 LONG = [{**g, "Question": g["Question"] + " word" * 3000} for g in GOOD]
 
 
@@ -162,11 +165,22 @@ CASES = [
          "model.tiny.num_attention_heads (4), got 3", params={"model.tiny.num_key_value_heads": 3}),
     Case("tiny_vocabulary_below_the_byte_alphabet", "model.tiny.vocab_size: must be >= 261",
          params={"model.tiny.vocab_size": 100}),
-    Case("mcq_budget_zero", "eval.mcq.max_new_tokens: must be > 0, got 0", params={"eval.mcq.max_new_tokens": 0}),
+    Case("mcq_budget_zero", "eval.mcq_protocol.max_new_tokens: must be > 0, got 0",
+         params={"eval.mcq_protocol.max_new_tokens": 0}),
+    Case("mcq_budget_past_the_model", "eval.mcq_protocol.max_new_tokens: must be below the model's context (2,048 "
+         "tokens, which also holds the prompt), got 4,096", params={"eval.mcq_protocol.max_new_tokens": 4096},
+         stage="evaluate_base", before=("prepare",)),
+    Case("mcq_unknown_set", "eval.mcq: must be a list of distinct names from eval.mcq_sets",
+         params={"eval.mcq": ["sample", "usmle"]}),
+    Case("mcq_set_of_another_size", "eval.mcq_sets.file: mcq.jsonl holds 4 questions where the published set has "
+         "1,273; point eval.mcq_sets.file.source at the whole set (or set eval.mcq_sets.file.size to null)",
+         params={**MCQ, "eval.mcq_sets.file": {**MCQ["eval.mcq_sets.file"], "size": 1273}}, stage="evaluate_base",
+         before=("prepare",),
+         files={"mcq.jsonl": jsonl(MCQ_GOOD)}),
     Case("generation_budget_above_the_model", "eval.max_new_tokens: must be below train.max_seq_length (2048)",
          params={"eval.max_new_tokens": 4096}),
-    Case("mcq_max_rows_zero", "eval.mcq.max_rows: must be null (all questions) or >= 1, got 0",
-         params={"eval.mcq.max_rows": 0}),
+    Case("mcq_max_questions_zero", "eval.mcq_protocol.max_questions: must be null (all questions) or >= 1, got 0",
+         params={"eval.mcq_protocol.max_questions": 0}),
     Case("max_rows_zero", "data.max_rows: must be null or more than data.eval_rows (4), got 0",
          params={"data.max_rows": 0}),
     # params checked against the model before any weights load, and a run that diverges
@@ -206,12 +220,12 @@ CASES = [
     Case("cmeee_wrong_types_skipped_and_counted", data=json_file(
         GOOD_NER + with_entity(start_idx="9")[:1] + with_entity(type=["dis"])[:1]), suffix="json",
          params={**NER, "data.on_bad_row": "skip"}, skipped={"not_an_integer": 1, "not_a_string": 1}),
-    Case("mcq_rows_all_bad", "eval.mcq.source 'mcq.jsonl': no usable question (1 gold_not_an_option, 1 "
+    Case("mcq_rows_all_bad", "eval.mcq_sets.file.source 'mcq.jsonl': no usable question (1 gold_not_an_option, 1 "
          "unknown_shape)", params={**MCQ, "data.on_bad_row": "skip"}, stage="evaluate_base", before=("prepare",),
          files={"mcq.jsonl": jsonl([{**MCQ_GOOD[0], "answer_idx": "E"}, {"stem": "Q?"}])}),
     Case("mcq_skips_and_duplicates_counted", params={**MCQ, "data.on_bad_row": "skip"}, stage="evaluate_base",
          before=("prepare",), files={"mcq.jsonl": jsonl(MCQ_GOOD + MCQ_GOOD[:2] + [{"stem": "?"}])},
-         metrics={"mcq_rows_skipped": 1, "mcq_duplicates": 2}),
+         metrics={"mcq.file.rows_skipped": 1, "mcq.file.duplicates": 2, "mcq.file.questions": 4}),
     Case("prompts_longer_than_the_model_are_cut_and_counted", data=jsonl(LONG),
          params={"train.max_seq_length": 1024, "eval.num_samples": 2, "eval.max_new_tokens": 8},
          stage="evaluate_base", before=("prepare",), metrics={"prompts_cut": 2, "samples": 2}),
@@ -257,7 +271,7 @@ def test_bad_input(workdir, case):
         return
     workdir.run(case.stage, env=case.env)
     if case.metrics is not None:
-        scores = json.loads((workdir / "reports/eval/base/metrics.json").read_text())["base"]
+        scores = flatten(json.loads((workdir / "reports/eval/base/metrics.json").read_text())["base"])
         assert {k: scores[k] for k in case.metrics} == case.metrics
     else:
         stats = json.loads((workdir / "reports/prepare/stats.json").read_text())

@@ -74,6 +74,29 @@ def test_the_reference_recipe_is_the_r1_medical_one(tmp_path):
     assert fast.gradient_checkpointing == "auto" and fast.max_steps == 60
 
 
+@pytest.mark.parametrize("recipe", ["r1_medical_en", "r1_medical_zh", "fast_gpu"])
+def test_the_r1_recipes_score_medqa_medmcqa_and_pubmedqa_as_published(tmp_path, recipe):
+    """`dvc exp run -S recipe=r1_medical_en` scores three sets, each the split papers report, with its published size,
+    at a 2,048-token budget, greedy (the Chinese recipe scores the same English sets)."""
+    evaluation = config.load(compose(tmp_path, f"recipe={recipe}")).eval
+    assert evaluation.mcq == ["medqa", "medmcqa", "pubmedqa"]
+    pinned = {name: (s.source, s.config, s.split, s.size) for name, s in evaluation.mcq_sets.items()
+              if name in evaluation.mcq}
+    assert pinned == {"medqa": ("hf:GBaker/MedQA-USMLE-4-options", None, "test", 1273),
+                      "medmcqa": ("hf:openlifescienceai/medmcqa", None, "validation", 4183),
+                      "pubmedqa": ("hf:qiaojin/PubMedQA", "pqa_labeled", "train", 1000)}
+    protocol = evaluation.mcq_protocol
+    assert (protocol.max_new_tokens, protocol.decoding, protocol.samples, protocol.max_questions) == (
+        2048, "greedy", 1, None)
+    assert (protocol.temperature, protocol.top_p) == (0.6, 0.95)  # for `-S eval.mcq_protocol.decoding=sampled`
+
+
+def test_sampled_pass_at_1_is_one_override_away(tmp_path):
+    sampled = config.load(compose(tmp_path, "recipe=r1_medical_en", "eval.mcq_protocol.decoding=sampled",
+                                  "eval.mcq_protocol.samples=4")).eval.mcq_protocol
+    assert (sampled.decoding, sampled.samples, sampled.temperature, sampled.top_p) == ("sampled", 4, 0.6, 0.95)
+
+
 def test_every_field_has_a_docstring():
     from scripts.params_reference import docstrings
 
@@ -96,6 +119,14 @@ def test_every_field_has_a_docstring():
     ({"data.on_bad_row": "ignore"}, "data.on_bad_row: must be one of error, skip"),
     ({"lora.dropout": 1.5}, "lora.dropout: must be in [0, 1)"),
     ({"data": []}, "data: expected a mapping"),
+    ({"eval.mcq": ["medqa", "usmle"]}, "eval.mcq: must be a list of distinct names from eval.mcq_sets ("),
+    ({"eval.mcq_protocol.samples": 4}, "eval.mcq_protocol.samples: must be 1 with greedy decoding"),
+    ({"eval.mcq_protocol.decoding": "sampled", "eval.mcq_protocol.top_p": 0}, "eval.mcq_protocol.top_p: must be in"),
+    ({"eval.mcq_protocol.decoding": "sampled", "eval.engine": "generate"},
+     "eval.mcq_protocol.decoding: must be greedy with eval.engine generate"),
+    ({"eval.mcq_sets.medqa.size": 0}, "eval.mcq_sets.medqa.size: must be null (not checked) or >= 1"),
+    ({"eval.mcq_sets.medqa.splt": "test"}, "eval.mcq_sets.medqa.splt: unknown key; did you mean eval.mcq_sets.medqa.split?"),
+    ({"eval.mcq_sets": {"med-qa": {}}}, "eval.mcq_sets: 'med-qa' is not a name"),
 ])
 def test_bad_params_name_the_key(tmp_path, overrides, message):
     with pytest.raises(ConfigError) as err:

@@ -11,7 +11,7 @@ import torch
 
 from medical_r1 import files
 from medical_r1.generation import decoding, inference
-from medical_r1.model import memory
+from medical_r1.model import lora_decoding, memory
 from medical_r1.model.base_model import BaseModel
 from tests.conftest import REPO
 
@@ -171,3 +171,116 @@ def test_4bit_base_is_dequantized_before_the_merge(inside, tmp_path):
     base_loss = inference.teacher_forced_loss(quantized, tokenizer, rows, 4, 2048)["full"]
     assert abs(unmerged - base_loss) > 0.05  # the adapter moves the loss ...
     assert merged == pytest.approx(unmerged, abs=0.01 * abs(unmerged - base_loss))  # ... and merged, as much
+
+
+def test_sampled_generations_reproduce_at_any_batch_size_and_follow_the_seed(inside):
+    """Sampling is keyed by (seed, prompt, sample), not by a generator's state: the same keys give the same tokens
+    byte for byte whatever the batch, and another seed other tokens."""
+    model, tokenizer = load(True)
+    encoded = [tokenizer(r["prompt"])["input_ids"] for r in files.read_jsonl("data/prepared/eval.jsonl")][:5]
+    sampling, pad = decoding.Sampling(temperature=1.0, top_p=0.95), tokenizer.pad_token_id
+
+    def sampled(batch_size, seed):
+        keys = [decoding.row_key(seed, i, 0) for i in range(len(encoded))]
+        return inference.generate_tokens(model, encoded, 24, batch_size, "static", None, pad, "sampled", sampling,
+                                         keys).tokens
+
+    first = sampled(2, seed=11)
+    assert sampled(5, seed=11) == first == sampled(2, seed=11)
+    assert sampled(2, seed=12) != first
+    greedy = inference.generate_tokens(model, encoded, 24, 2, "static", None, pad, "greedy").tokens
+    assert first != greedy
+
+
+def test_the_sampler_draws_from_the_nucleus_in_its_proportions():
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, -3.0]]).repeat(40000, 1)
+    keys = torch.tensor([decoding.row_key(7, i, 0) for i in range(40000)])
+    probs = torch.softmax(logits[0], -1)
+    drawn = decoding.sample_tokens(logits, decoding.Sampling(1.0, 1.0), keys, torch.tensor(3))
+    assert torch.allclose(torch.bincount(drawn, minlength=5) / 40000, probs, atol=0.01)
+    nucleus = decoding.sample_tokens(logits, decoding.Sampling(1.0, 0.8), keys, torch.tensor(3))
+    shares = torch.bincount(nucleus, minlength=5) / 40000  # tokens 0 and 1 reach 0.83 >= 0.8: the rest never drawn
+    assert torch.allclose(shares, torch.cat([probs[:2] / probs[:2].sum(), torch.zeros(3)]), atol=0.01)
+    cold = decoding.sample_tokens(logits, decoding.Sampling(0.05, 1.0), keys, torch.tensor(3))
+    assert (cold == 0).float().mean() > 0.99
+
+
+def test_the_hash_is_lowbias32_on_ints_and_tensors():
+    values = [0, 1, 12345, 2**31 - 1, 2**31, 2**32 - 1]
+
+    def reference(x):  # the published lowbias32, with 32-bit wraparound
+        x ^= x >> 16
+        x = (x * 0x7FEB352D) & 0xFFFFFFFF
+        x ^= x >> 15
+        x = (x * 0x846CA68B) & 0xFFFFFFFF
+        return x ^ (x >> 16)
+
+    assert [decoding.mix32(v) for v in values] == [reference(v) for v in values]
+    assert decoding.mix32(torch.tensor(values)).tolist() == [reference(v) for v in values]
+
+
+def test_windowed_attention_and_length_tiers_write_what_generate_writes(inside, monkeypatch):
+    """Decode attention over windows of the cache (here 8 slots, so a 40-token budget crosses several) and auto
+    batches in tiers of prompt length (here 16 tokens) give generate()'s greedy tokens."""
+    monkeypatch.setattr(decoding, "WINDOW", 8)
+    monkeypatch.setattr(inference, "TIER_TOKENS", 16)
+    monkeypatch.setattr(memory, "generation_batch",  # memory for 1,000 cached tokens: fewer rows of longer prompts
+                        lambda config, free, prompt, budget, *args: max(1, 1000 // (prompt + budget)))
+    model, tokenizer = load(True)
+    encoded = [tokenizer(r["prompt"])["input_ids"] for r in files.read_jsonl("data/prepared/eval.jsonl")]
+    encoded[1] = encoded[1][:20]
+    pad = tokenizer.pad_token_id
+    plan = inference.plan_batches(model, list(map(len, encoded)), 40, "auto", False)
+    assert len({(batch.rows, batch.prompt_length) for batch in plan}) >= 2  # tiers, each its own rows and cache
+    plain = inference.generate_tokens(model, encoded, 40, 3, "generate", None, pad, "generate").tokens
+    fast = inference.generate_tokens(model, encoded, 40, "auto", "static", None, pad, "static").tokens
+    assert fast == plain
+
+
+def bf16_tuned(scale: float):
+    """The trained adapter with its update scaled by `scale`, on the base in bf16 (as a GPU evaluates it)."""
+    from peft import PeftModel
+
+    tuned = PeftModel.from_pretrained(load(False)[0].to(torch.bfloat16), "models/adapter").eval()
+    for layer in lora_decoding.lora_layers(tuned).values():
+        layer.lora_B["default"].weight.data.mul_(scale)
+    return tuned
+
+
+def test_a_bf16_merge_happens_only_where_it_keeps_the_adapter(inside):
+    """On bf16 weights an update ~9% of a weight's size loses ~7% of itself in a merge: it runs as LoRA products
+    instead and scores base + LoRA's loss within 1e-4; the whole trained update (~90%) merges within
+    MERGE_TOLERANCE."""
+    rows = files.read_jsonl("data/prepared/eval.jsonl")
+    _, tokenizer = load(False)
+
+    def loss(model):
+        return inference.teacher_forced_loss(model, tokenizer, rows, 4, 2048)["full"]
+
+    base_loss = loss(load(False)[0].to(torch.bfloat16))
+    small = bf16_tuned(0.1)
+    small_loss = loss(small)
+    assert small_loss < base_loss - 0.3  # the adapter changes the model ...
+    assert lora_decoding.merge_error(small) > lora_decoding.MERGE_TOLERANCE  # ... but a merge would lose part of it
+    fused, route = lora_decoding.for_decoding(small)
+    assert route.path == "lora" and not lora_decoding.lora_layers(fused)
+    assert loss(fused) == pytest.approx(small_loss, abs=1e-4)
+    merged_anyway = loss(bf16_tuned(0.1).merge_and_unload())
+    assert abs(merged_anyway - small_loss) > 10 * abs(loss(fused) - small_loss)  # a merge would be 10x further off
+
+    large = bf16_tuned(1.0)
+    large_loss = loss(large)
+    merged, route = lora_decoding.for_decoding(large)
+    assert route.path == "merged" and route.merge_error <= lora_decoding.MERGE_TOLERANCE
+    assert loss(merged) == pytest.approx(large_loss, abs=0.01 * abs(large_loss - base_loss))
+
+
+def test_lora_products_share_one_down_projection_per_input(inside):
+    """q/k/v read one x [A_q; A_k; A_v]^T, gate/up one x [A_gate; A_up]^T; o and down each their own."""
+    fused, _ = lora_decoding.for_decoding(bf16_tuned(0.1))
+    layer = fused.model.layers[0]
+    attention, mlp = layer.self_attn, layer.mlp
+    assert attention.q_proj.down is attention.k_proj.down is attention.v_proj.down
+    assert mlp.gate_proj.down is mlp.up_proj.down and mlp.down_proj.down is not mlp.up_proj.down
+    rank = attention.o_proj.down.weight.shape[0]
+    assert attention.q_proj.down.weight.shape[0] == 3 * rank and mlp.up_proj.down.weight.shape[0] == 2 * rank

@@ -9,33 +9,43 @@ OPTIONS = {"A": "Iron deficiency", "B": "Folate deficiency", "C": "Parvovirus B1
 THINK = "Low reticulocytes point to marrow suppression.\n</think>\n"
 
 
-@pytest.mark.parametrize("answer, letter", [
-    ("Answer: C", "C"),
-    ("The answer is C.", "C"),
-    ("The correct answer is C) Parvovirus B19 infection.", "C"),
-    ("**C.** Parvovirus B19 infection", "C"),
-    ("**C**", "C"),
-    ("C. Parvovirus B19 infection", "C"),
-    ("C", "C"),
-    ("(C) Parvovirus B19 infection is the cause.", "C"),
-    ("I would choose option C.", "C"),
-    ("Final answer: [C]", "C"),
-    ("The most likely association is Parvovirus B19 infection.", "C"),
-    ("answer is b", "B"),
-    ("Correct choice: D", "D"),
-    ("So the best option is A, iron deficiency.", "A"),
-    ("It must be D) because of the neuropathy.", "D"),
-    ("The answer should be (B).", "B"),
-    ("I am not sure which one fits.", None),
-    ("", None),
-    ("Either iron deficiency or folate deficiency.", None),  # two options named: no single choice
+@pytest.mark.parametrize("answer, letter, rule", [
+    ("\\boxed{C}", "C", "boxed"),
+    ("So the answer is $\\boxed{\\text{C}}$.", "C", "boxed"),
+    ("Answer: C", "C", "stated"),
+    ("The answer is C.", "C", "stated"),
+    ("The correct answer is C) Parvovirus B19 infection.", "C", "stated"),
+    ("I would choose option C.", "C", "stated"),
+    ("Final answer: [C]", "C", "stated"),
+    ("Answer - C", "C", "stated"),
+    ("answer is b", "B", "stated"),                       # a lower-case letter with nothing after it
+    ("Correct choice: D", "D", "stated"),
+    ("So the best option is A, iron deficiency.", "A", "stated"),
+    ("The answer should be (B).", "B", "stated"),
+    ("**C.** Parvovirus B19 infection", "C", "bold"),
+    ("**C**", "C", "bold"),
+    ("C. Parvovirus B19 infection", "C", "listed"),
+    ("(C) Parvovirus B19 infection is the cause.", "C", "listed"),
+    ("It must be D) because of the neuropathy.", "D", "bracketed"),
+    ("C", "C", "alone"),
+    ("The most likely association is Parvovirus B19 infection.", "C", "option_text"),   # option text only
+    ("The answer is a rare one: vitamin B12 deficiency.", "D", "option_text"),  # "a" is an article, not option A
+    ("A 45-year-old with macrocytosis: vitamin B12 deficiency", "D", "option_text"),  # "A" opening a sentence
+    ("I think the cause is iron deficiency.", "A", "option_text"),  # "I" is no option of four
+    ("The answer is A. On reflection, the answer is C.", None, "ambiguous"),   # two letters by the deciding rule
+    ("**A** or **B**", None, "ambiguous"),
+    ("Either iron deficiency or folate deficiency.", None, "none"),  # two options named: no single choice
+    ("I am not sure which one fits.", None, "none"),
+    ("", None, "none"),
 ])
-def test_extract_letter(answer, letter):
-    assert mcq.extract_letter(THINK + answer, OPTIONS) == letter
+def test_read_answer_rules(answer, letter, rule):
+    assert mcq.read_answer(THINK + answer, OPTIONS) == mcq.Reading(letter, rule)
 
 
-def test_extract_letter_ignores_letters_inside_the_reasoning():
-    assert mcq.extract_letter("Maybe A? Or B?\n</think>\nThe answer is D.", OPTIONS) == "D"
+def test_only_the_text_after_think_counts():
+    assert mcq.read_answer("The answer is A? Or B?\n</think>\nThe answer is D.", OPTIONS) == mcq.Reading("D", "stated")
+    # a chain cut off by the budget (or never closed) has no answer, whatever letter it was leaning to
+    assert mcq.read_answer("The answer is C, so\n", OPTIONS) == mcq.Reading(None, "unclosed")
 
 
 def test_adapt_medqa_medmcqa_pubmedqa():
@@ -73,18 +83,22 @@ def test_prompt_lists_options_in_the_r1_template():
     assert "### Question:\nQ?\n\nOptions:\nA. Iron deficiency\n" in text and text.endswith("<think>\n")
 
 
-def test_score():
-    items = [mcq.adapt({"question": "Q", "options": OPTIONS, "answer_idx": g}) for g in "ABC"] + [
-        mcq.adapt({"QUESTION": "Q", "CONTEXTS": [], "final_decision": "no"})]
-    generations = ["x</think>Answer: A", "x</think>Answer: C", "x</think>no idea", "x</think>B"]
-    result = mcq.score(items, generations, [10, 20, 30, 40])
-    assert result == {"mcq_accuracy": 0.5, "mcq_accuracy.medqa": pytest.approx(1 / 3, abs=1e-4),
-                      "mcq_accuracy.pubmedqa": 1.0, "mcq_no_letter": 0.25, "mcq_thinking_tokens": 25.0}
+def test_score_is_pass_at_1_over_the_samples_with_no_letter_and_truncated_shares():
+    items = [mcq.adapt({"question": "Q", "options": OPTIONS, "answer_idx": g}) for g in "AB"]
+    generations = [["x</think>Answer: A", "x</think>Answer: C"],   # 1 of 2 right
+                   ["x</think>no idea", "cut off mid-thought"]]      # no letter; the second never closed its chain
+    finished = [[True, True], [True, False]]
+    result = mcq.score(items, generations, finished, [10, 20, 30, 40])
+    assert result == {"accuracy": 0.25, "no_letter": 0.5, "truncated": 0.25, "thinking_tokens": 25.0,
+                      "questions": 2, "samples": 2}
+    # a chain that ended with EOS before closing is not truncated, but has no answer either
+    assert mcq.score(items[:1], [["never closed"]], [[True]], [5])["truncated"] == 0.0
 
 
 def test_mcq_gold_letter_not_among_options_fails_evaluate(workdir):
     (workdir / "bad_mcq.jsonl").write_text('{"question": "Q?", "options": {"A": "x", "B": "y"}, "answer_idx": "E"}\n')
-    workdir.params(small({"eval.mcq.source": "bad_mcq.jsonl"}))
+    workdir.params(small({"eval.mcq": ["bad"], "eval.mcq_sets.bad": {"source": "bad_mcq.jsonl", "config": None,
+                                                                     "split": "test", "revision": None, "size": None}}))
     workdir.run("prepare")
     assert workdir.error_line("evaluate_base") == (
         "error: bad_mcq.jsonl: row 1: gold answer 'E' is not among the options A, B "

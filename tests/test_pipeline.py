@@ -111,11 +111,13 @@ def test_experiment_is_diffable_and_the_review_shows_it(reproduced):
 
 
 def test_a_recipe_runs_by_its_one_command_and_its_scores_are_those_of_its_generations(reproduced):
-    """The NER recipe with MCQ scoring on: the scores agree with the generations evaluate wrote, computed here from
-    the raw files without the scoring code (so no row is dropped, reordered or mismatched)."""
+    """The NER recipe with MCQ scored as sampled pass@1 (2 samples): the scores agree with the generations evaluate
+    wrote, computed here from the raw files without the scoring code (so no row is dropped, reordered or
+    mismatched)."""
     dvc("exp", "run", "-S", "recipe=embedded_ner", "-S", "train.max_steps=4", "-S", "eval.num_samples=4",
-        "-S", "eval.max_new_tokens=32", "-S", "eval.mcq.source=data/sample/mcq.jsonl", "-S", "eval.mcq.max_rows=6",
-        "-S", "eval.mcq.max_new_tokens=16", "-n", "ner", cwd=reproduced)
+        "-S", "eval.max_new_tokens=32", "-S", "eval.mcq_protocol.max_questions=6",
+        "-S", "eval.mcq_protocol.max_new_tokens=16", "-S", "eval.mcq_protocol.decoding=sampled",
+        "-S", "eval.mcq_protocol.samples=2", "-n", "ner", cwd=reproduced)
     stats = json.loads((reproduced / "reports/prepare/stats.json").read_text())
     assert stats["rows_kept"] == 240
     raw = read_jsonl(reproduced / "data/sample/mcq.jsonl")[:6]  # MedQA (answer_idx) and MedMCQA (cop) rows
@@ -127,11 +129,14 @@ def test_a_recipe_runs_by_its_one_command_and_its_scores_are_those_of_its_genera
         written = read_jsonl(reproduced / f"reports/eval/{model}/generations.jsonl")
         held, answered = ([g for g in written if g["prompt_set"] == kind] for kind in ("held_out", "mcq"))
         assert len(held) == scores["samples"] == 4
-        assert [(g["question"], g["gold"]) for g in answered] == [(row["question"], gold) for row, gold in
-                                                                  zip(raw, golds)]
-        assert all(g["chosen"] in (None, "A", "B", "C", "D") for g in answered)
-        assert scores["mcq_accuracy"] == round(sum(g["chosen"] == g["gold"] for g in answered) / 6, 4)
-        assert scores["mcq_no_letter"] == round(sum(g["chosen"] is None for g in answered) / 6, 4)
+        assert [(g["question"], g["gold"], g["sample"]) for g in answered] == [
+            (row["question"], gold, sample) for row, gold in zip(raw, golds) for sample in (0, 1)]
+        assert all(g["chosen"] in (None, "A", "B", "C", "D") and g["set"] == "sample" for g in answered)
+        mcq = scores["mcq"]["sample"]
+        assert (mcq["questions"], mcq["samples"]) == (6, 2)
+        assert mcq["accuracy"] == round(sum(g["chosen"] == g["gold"] for g in answered) / 12, 4)
+        assert mcq["no_letter"] == round(sum(g["chosen"] is None for g in answered) / 12, 4)
+        assert mcq["truncated"] <= round(sum("</think>" not in g["generation"] for g in answered) / 12, 4)
         precision, recall, f1 = scores["ner_precision"], scores["ner_recall"], scores["ner_f1"]
         assert f1 == pytest.approx(2 * precision * recall / (precision + recall) if precision + recall else 0.0,
                                    abs=1e-3)
@@ -140,7 +145,9 @@ def test_a_recipe_runs_by_its_one_command_and_its_scores_are_those_of_its_genera
         assert [s["question"] for s in samples] == [row["question"] for row in held_out]
         assert [s[model] for s in samples] == [g["generation"] for g in held]
     report = (reproduced / "reports/report.md").read_text()
-    assert "| ner f1 |" in report and "| mcq accuracy |" in report and "ner_f1_by_type.png" in report
+    assert "| ner f1 |" in report and "ner_f1_by_type.png" in report
+    assert "sampled pass@1 over 2 samples per question (temperature 0.6, top-p 0.95, seeded)" in report
+    assert "| base (this run) |" in report and "| HuatuoGPT-o1-8B, SFT + RL | – | 72.6 | 60.4 | 79.2 |" in report
     assert "ner" in dvc("exp", "show", "--md", cwd=reproduced).stdout
     sh(["git", "checkout", "--", "."], reproduced)
     dvc("checkout", "--force", cwd=reproduced)

@@ -8,12 +8,30 @@ from statistics import mean
 
 from medical_r1.data.prompts import split_generation
 
-RATES = ("format_compliance", "stop_rate", "rouge_l", "ner_f1", "mcq_accuracy")
-"""The 0-1 quality scores drawn together as before/after bars, where a run has them."""
+RATES = ("format_compliance", "stop_rate", "rouge_l", "ner_f1")
+"""The 0-1 quality scores drawn together as before/after bars, where a run has them (with each MCQ set's
+accuracy, `mcq.<set>.accuracy`)."""
 LOSSES = ("eval_loss", "response_loss")
 """Teacher-forced losses on the held-out rows: the whole text, and the response alone."""
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}: the keys `dvc metrics show` prints."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def rate_keys(flat_scores: dict) -> list[str]:
+    """The 0-1 rates of one model's flattened scores: RATES present, then each MCQ set's accuracy."""
+    return [name for name in RATES if name in flat_scores] + [
+        key for key in flat_scores if key.startswith("mcq.") and key.endswith(".accuracy")]
 
 
 def format_compliant(text: str) -> bool:

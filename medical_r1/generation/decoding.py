@@ -1,4 +1,4 @@
-"""Greedy decoding with a static KV cache; on a GPU the whole decode step is replayed as one CUDA graph.
+"""Greedy or seeded sampled decoding with a static KV cache; on a GPU each decode step is replayed as one CUDA graph.
 
 `generate()` with its dynamic cache spends most of a decode step in Python, kernel launches and cache
 bookkeeping: at batch 64 an 8B step cost ~70 ms on an H200 whose memory bandwidth allows ~4 ms
@@ -12,27 +12,86 @@ shapes and fixed addresses and can be captured as a CUDA graph: one launch per g
   replays and checks every `CHECK_EVERY` steps whether all rows have emitted EOS.
 - Attention over the cache groups the query heads by their KV head (GQA) instead of repeating K and V, so a step
   reads the cache once; scores and softmax are in float32.
+- Sampling draws each token by inverting the nucleus' cumulative probability at a uniform number that is a hash of
+  (the row's key, the token's index), computed on the device: a row's sample depends only on its key (seed, question,
+  sample number) and its logits, never on the batch it ran in or on a generator's state, so it reproduces byte for
+  byte at any batch size, and the step stays one graph.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from medical_r1.model import memory
 
 ATTENTION = "static_cache_gqa"
 """Name under which the decode attention is registered with transformers' AttentionInterface."""
+WINDOW = 256
+"""Decode attention reads the cache up to the filled length rounded up to this many slots (one CUDA graph per window
+length), not the whole allocation: at a 2,048-token budget a step reads on average about half of it."""
 CHECK_EVERY = 16
 """Decode steps between two host checks of whether every row has stopped (each check is one sync)."""
 PREFILL_TOKENS = 16384
 """Prompt tokens per prefill chunk: bounds the prefill's activation memory whatever the batch size."""
 
 
+MASK32 = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float
+    """Logits are divided by it before the softmax (> 0)."""
+    top_p: float
+    """The nucleus: the most likely tokens until their probability reaches top_p (the first always)."""
+
+
+def mix32(x):
+    """Chris Wellons' lowbias32 integer hash of a 32-bit value: on Python ints or int64 tensors alike (every product
+    stays below 2**63, so tensors never overflow)."""
+    x = x ^ (x >> 16)
+    x = _times(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _times(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def _times(x, constant: int):
+    """x * constant mod 2**32 for 0 <= x < 2**32: the constant's top bit contributes (x & 1) << 31."""
+    return (x * (constant & 0x7FFFFFFF) + ((x & 1) << 31) * (constant >> 31)) & MASK32
+
+
+def row_key(seed: int, prompt: int, sample: int) -> int:
+    """The 32-bit key of one sampled generation: which seed, which prompt, which of its samples."""
+    return mix32(mix32(mix32(seed & MASK32) ^ (prompt & MASK32)) ^ (sample & MASK32))
+
+
+def uniform(keys, step):
+    """A number in (0, 1) per row, from its key and the token index (exact in float32: 24 bits)."""
+    return ((mix32(keys ^ mix32(step)) >> 8).float() + 0.5) / 2**24
+
+
+def sample_tokens(logits, sampling: Sampling, keys, step):
+    """One token per row from `logits` [rows, vocab]: the nucleus of softmax(logits / temperature), drawn at
+    `uniform(keys, step)` by its cumulative probability (most likely first; ties in a stable order)."""
+    import torch
+
+    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
+    ordered, order = probs.sort(dim=-1, descending=True, stable=True)
+    cumulative = ordered.cumsum(dim=-1)
+    kept = ((cumulative - ordered) < sampling.top_p).sum(dim=-1, keepdim=True)
+    mass = cumulative.gather(-1, kept - 1)
+    index = (cumulative < uniform(keys, step)[:, None] * mass).sum(dim=-1, keepdim=True).clamp(max=kept - 1)
+    return order.gather(-1, index).squeeze(-1)
+
+
 class StaticKVCache:
     """K/V of every layer in preallocated tensors [rows, kv heads, length, head dim].
 
     Decoder layers call `update()` as they would on a transformers Cache; `position` (a device scalar) is where
-    the next token's K/V go, and `rows` restricts writes to the rows of a prefill chunk.
+    the next token's K/V go, `rows` restricts writes to the rows of a prefill chunk, and `window` (when set) is how
+    many slots from the start attention sees.
     """
 
     def __init__(self, model_config, rows: int, length: int, dtype, device):
@@ -43,6 +102,7 @@ class StaticKVCache:
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(model_config.num_hidden_layers)]
         self.position = torch.zeros((), dtype=torch.long, device=device)
         self.rows = slice(None)
+        self.window: int | None = None
 
     def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
         import torch
@@ -51,7 +111,9 @@ class StaticKVCache:
         keys, values = self.keys[layer_idx][self.rows], self.values[layer_idx][self.rows]
         keys.index_copy_(2, index, key_states)
         values.index_copy_(2, index, value_states)
-        return keys, values
+        if self.window is None:
+            return keys, values
+        return keys[:, :, :self.window], values[:, :, :self.window]
 
 
 def cache_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -91,14 +153,15 @@ def register_attention() -> None:
 
 
 class StaticDecoder:
-    """Greedy decoding of batches of `rows` prompts, each at most `prompt_length` tokens, for `max_new_tokens`.
+    """Decoding of batches of `rows` prompts, each at most `prompt_length` tokens, for `max_new_tokens`: greedy, or
+    sampled when `sampling` is given (each row then needs its key, see `row_key`).
 
     One decoder serves every batch of a run: its cache and buffers (and, on a GPU, its captured graph) are reused.
     `eos_token_id=None` never stops early (benchmarks force the whole budget).
     """
 
     def __init__(self, model, rows: int, prompt_length: int, max_new_tokens: int, eos_token_id: int | None,
-                 pad_token_id: int, cuda_graph: bool):
+                 pad_token_id: int, cuda_graph: bool, sampling: Sampling | None = None):
         import torch
 
         device, dtype = model.device, model.dtype
@@ -111,15 +174,24 @@ class StaticDecoder:
         self.done = torch.zeros(rows, dtype=torch.bool, device=device)
         self.out = torch.full((rows, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
         self.step_index = torch.zeros((), dtype=torch.long, device=device)
+        self.sampling = sampling
+        self.keys = torch.zeros(rows, dtype=torch.long, device=device)
         self.use_graph = cuda_graph and device.type == "cuda"
-        self.graph = None
+        self.length = prompt_length + max_new_tokens
+        self.slot = 0
+        """The cache slot the next decode step feeds (host copy of cache.position: picks the attention window)."""
+        self.graphs = {}
+        """Window length -> the decode step captured for it (on a GPU), sharing one memory pool."""
+        self.pool = None
         self.prefill_seconds = 0.0
         """Time spent in prefills so far (the rest of a batch's time is decoding)."""
 
-    def __call__(self, input_ids, attention_mask) -> list[list[int]]:
+    def __call__(self, input_ids, attention_mask, keys: list[int] | None = None) -> list[list[int]]:
         """Left-padded prompts [rows, length] -> the new tokens of each row, up to its EOS (inclusive) or budget."""
         import torch
 
+        if self.sampling is not None:
+            self.keys.copy_(torch.tensor(keys, dtype=torch.long))
         with torch.no_grad():
             began = time.perf_counter()
             first = self.prefill(input_ids, attention_mask)
@@ -154,9 +226,10 @@ class StaticDecoder:
             self.cache.rows = rows
             logits = self.model(input_ids=input_ids[rows], attention_mask=mask, position_ids=positions[rows],
                                 past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits
-            first.append(logits[:, -1].argmax(-1))
+            first.append(self.choose(logits[:, -1], self.keys[rows], torch.zeros_like(self.step_index)))
         self.cache.rows = slice(None)
         self.cache.position.fill_(length)
+        self.slot = length
         return torch.cat(first)
 
     def start(self, first, attention_mask) -> None:
@@ -172,13 +245,14 @@ class StaticDecoder:
         self.step_index.fill_(1)
 
     def step(self) -> None:
-        """One greedy token for every row; touches only preallocated tensors, so it can be graph-captured."""
+        """One token for every row (greedy or sampled); touches only preallocated tensors, so it can be graph-captured."""
         import torch
 
         self.visible.index_fill_(1, self.cache.position.view(1), True)
-        logits = self.model(input_ids=self.tokens, attention_mask=self.visible[:, None, None, :],
+        window = self.cache.window
+        logits = self.model(input_ids=self.tokens, attention_mask=self.visible[:, None, None, :window],
                             position_ids=self.positions, past_key_values=self.cache, use_cache=True).logits
-        chosen = torch.where(self.done, self.pad, logits[:, -1].argmax(-1))
+        chosen = torch.where(self.done, self.pad, self.choose(logits[:, -1], self.keys, self.step_index))
         self.out.index_copy_(1, self.step_index.view(1), chosen[:, None])
         self.done |= chosen == self.eos
         self.tokens.copy_(chosen[:, None])
@@ -186,19 +260,29 @@ class StaticDecoder:
         self.cache.position += 1
         self.step_index += 1
 
+    def choose(self, logits, keys, step):
+        """The next token of each row: the most likely, or sampled at the row's key and token index."""
+        return logits.argmax(-1) if self.sampling is None else sample_tokens(logits, self.sampling, keys, step)
+
     def decode_step(self) -> None:
         import torch
 
-        if not self.use_graph:
-            self.step()
-        elif self.graph is not None:
-            self.graph.replay()
-        else:  # the first GPU step runs eagerly on a side stream (the warm-up capture needs); capturing records
-            warmup = torch.cuda.Stream()  # the next step without running it
-            warmup.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(warmup):
+        window = min(self.length, -(-(self.slot + 1) // WINDOW) * WINDOW)
+        self.cache.window, self.slot = window, self.slot + 1
+        try:
+            if not self.use_graph:
                 self.step()
-            torch.cuda.current_stream().wait_stream(warmup)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.step()
+            elif window in self.graphs:
+                self.graphs[window].replay()
+            else:  # a window's first step runs eagerly on a side stream (the warm-up capture needs); capturing
+                warmup = torch.cuda.Stream()  # records the next step without running it
+                warmup.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(warmup):
+                    self.step()
+                torch.cuda.current_stream().wait_stream(warmup)
+                self.pool = self.pool or torch.cuda.graph_pool_handle()
+                self.graphs[window] = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self.graphs[window], pool=self.pool):
+                    self.step()
+        finally:
+            self.cache.window = None

@@ -1,8 +1,8 @@
 """Running a model for evaluation: loading it with its adapter, teacher-forced loss, batched greedy generation.
 
 Evaluation loads models with plain transformers whatever `train.backend` trained the adapter (the adapter is
-PEFT-format either way), merges the adapter into float32 weights (16-bit weights keep it as LoRA layers: a merge
-there would round part of it away; see `load`), and generates with `medical_r1/generation/decoding.py` (engine `static`) or
+PEFT-format either way), merges the adapter where that keeps its effect and else runs its LoRA products beside the
+base's (medical_r1/model/lora_decoding.py), and generates with `medical_r1/generation/decoding.py` (engine `static`) or
 transformers' `generate()` (engine `generate`: the dynamic-cache reference path, for models whose attention does
 not go through transformers' AttentionInterface).
 """
@@ -16,9 +16,11 @@ from pathlib import Path
 
 from medical_r1 import UserError, runtime
 from medical_r1.generation import decoding
-from medical_r1.model import memory, precision
+from medical_r1.model import lora_decoding, memory, precision
 from medical_r1.model.base_model import BaseModel
 
+TIER_TOKENS = 256
+"""With batch_size auto, prompts are batched in tiers of this many prompt tokens, each tier at its own batch size."""
 LOGITS_CHUNK = 1024
 """Tokens whose logits over the vocabulary exist at once in the teacher-forced loss (float32)."""
 
@@ -50,17 +52,18 @@ class Decoded:
     seconds: float
     """Wall time of all batches."""
     batch_size: int
-    """Rows per batch."""
+    """Rows per batch (the largest, where tiers of prompt length ran at different sizes)."""
+    batches: int
+    """Batches run: each decodes the whole budget unless every row stopped."""
     prefill_seconds: float | None
     """The part of `seconds` spent in prefills (static engine; None for generate())."""
 
 
 def load(base: BaseModel, adapter: Path | None, load_in_4bit: bool, merge: bool | None = None):
     """The base model with `adapter` when given, and its tokenizer. The adapter is merged into the weights when
-    `merge` is True, kept as LoRA layers (a PeftModel) when False, and by default (None) merged only into float32
-    weights: adding a small low-rank update to 16-bit weights rounds much of it away (on the H200 a 12-step adapter
-    of the 8B architecture gave teacher-forced loss 8.497 with its LoRA layers and 9.141 merged in bf16), so on a
-    GPU the tuned model is scored exactly as trained, with its LoRA layers.
+    `merge` is True, kept as PEFT LoRA layers (a PeftModel) when False, and by default (None) made ready for decoding
+    by medical_r1/model/lora_decoding.py: merged when the merge keeps its effect, else its LoRA products run beside
+    the base's (`load_tuned` also says which).
 
     With load_in_4bit the base is loaded in NF4 as training saw it (both backends quantize model.name itself),
     then dequantized to 16-bit before the merge: the tuned model is base-as-quantized + adapter, run at 16-bit
@@ -72,13 +75,26 @@ def load(base: BaseModel, adapter: Path | None, load_in_4bit: bool, merge: bool 
     if load_in_4bit:
         model = model.dequantize(dtype=runtime.compute_dtype())
     if adapter is not None:
-        import torch
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter)
-        if merge or (merge is None and model.dtype == torch.float32):
+        if merge:
             model = model.merge_and_unload()
+        elif merge is None:
+            model, _ = lora_decoding.for_decoding(model)
     return model.eval(), AutoTokenizer.from_pretrained(base.tokenizer)
+
+
+def load_tuned(base: BaseModel, adapter: Path, load_in_4bit: bool):
+    """`load` of the tuned model for decoding, with the lora_decoding.Route it took."""
+    model, tokenizer = load(base, adapter, load_in_4bit, merge=False)
+    model, route = lora_decoding.for_decoding(model)
+    return model.eval(), tokenizer, route
+
+
+def context_length(model) -> int:
+    """Tokens the model's positions cover: prompt + generation must fit (MCQ prompts are cut to fit the budget)."""
+    return model.config.max_position_embeddings
 
 
 def free_memory_bytes(device) -> int:
@@ -129,16 +145,17 @@ def teacher_forced_loss(model, tokenizer, rows: list[dict], batch_size: int | st
 
 
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int | str, engine: str,
-             max_length: int, label: str) -> Generations:
-    """Greedy generation until EOS or `max_new_tokens`; see `generate_tokens`. A prompt longer than `max_length` -
+             max_length: int, label: str, sampling: decoding.Sampling | None = None, keys: list[int] | None = None
+             ) -> Generations:
+    """Generation until EOS or `max_new_tokens`, greedy or sampled (then each prompt with its key); see
+    `generate_tokens`. A prompt longer than `max_length` -
     `max_new_tokens` tokens (the length the model was trained at, less the budget) keeps its last tokens, which hold
     the question's end and the template's cue to answer; the cuts are counted."""
     budget = max_length - max_new_tokens
     encoded = [tokenizer(p)["input_ids"] for p in prompts]
     cut = sum(len(ids) > budget for ids in encoded)
     run = generate_tokens(model, [cut_to(ids, budget, tokenizer.bos_token_id) for ids in encoded], max_new_tokens,
-                          batch_size, engine,
-                          tokenizer.eos_token_id, tokenizer.pad_token_id, label)
+                          batch_size, engine, tokenizer.eos_token_id, tokenizer.pad_token_id, label, sampling, keys)
     return Generations(texts=[tokenizer.decode(t, skip_special_tokens=True) for t in run.tokens],
                        stopped=[bool(t) and t[-1] == tokenizer.eos_token_id for t in run.tokens],
                        new_tokens=[len(t) for t in run.tokens], seconds=run.seconds, batch_size=run.batch_size,
@@ -153,33 +170,38 @@ def cut_to(ids: list[int], budget: int, bos: int | None) -> list[int]:
 
 
 def generate_tokens(model, encoded: list[list[int]], max_new_tokens: int, batch_size: int | str, engine: str,
-                    eos: int | None, pad: int, label: str) -> Decoded:
-    """Greedy new tokens of each prompt (up to its EOS, inclusive; the whole budget when `eos` is None).
+                    eos: int | None, pad: int, label: str, sampling: decoding.Sampling | None = None,
+                    keys: list[int] | None = None) -> Decoded:
+    """New tokens of each prompt (up to its EOS, inclusive; the whole budget when `eos` is None): greedy, or sampled
+    by the static engine at each prompt's key in `keys`.
 
-    Prompts are batched by length and left-padded; `batch_size: auto` takes the most rows whose KV cache fits the
-    free memory. Shows a progress bar on a terminal and prints one summary line, `label` first."""
+    Prompts run in the batches of `plan_batches`, left-padded; a static decoder (its cache and captured graphs) serves
+    every batch of its shape. Shows a progress bar on a terminal and prints one summary line, `label` first."""
     import torch
     from tqdm import tqdm
 
-    longest = max(map(len, encoded))
-    if batch_size == "auto":
-        batch_size = memory.generation_batch(model.config, free_memory_bytes(model.device), longest, max_new_tokens,
-                                             decoding.PREFILL_TOKENS, value_bytes(model))
-    groups = batches(sorted(range(len(encoded)), key=lambda i: len(encoded[i])), batch_size)
-    rows = max(map(len, groups))
+    plan = plan_batches(model, list(map(len, encoded)), max_new_tokens, batch_size, sampling is not None)
     attention = model.config._attn_implementation
     new_tokens: dict[int, list[int]] = {}
     progress = tqdm(total=len(encoded), desc=label, unit="prompt", disable=None, leave=False)
-    began = time.perf_counter()
+    began, prefill_seconds, run, shape = time.perf_counter(), 0.0, None, None
     try:
-        run = (static_engine(model, rows, longest, max_new_tokens, eos, pad) if engine == "static"
-               else generate_engine(model, max_new_tokens, eos, pad))
-        for group in groups:
-            filled = group + [group[0]] * (rows - len(group)) if engine == "static" else group
+        for batch in plan:
+            if engine == "generate":
+                run = run or generate_engine(model, max_new_tokens, eos, pad)
+                filled = batch.prompts
+            else:
+                if (batch.rows, batch.prompt_length) != shape:
+                    prefill_seconds += run.prefill_seconds if run else 0.0
+                    run, shape = None, (batch.rows, batch.prompt_length)
+                    if model.device.type == "cuda":
+                        torch.cuda.empty_cache()  # the previous decoder's cache and graphs, before the next one's
+                    run = static_engine(model, batch.rows, batch.prompt_length, max_new_tokens, eos, pad, sampling)
+                filled = batch.prompts + [batch.prompts[0]] * (batch.rows - len(batch.prompts))
             ids, mask = padded([encoded[i] for i in filled], pad, "left", model.device)
-            for i, tokens in zip(group, run(ids, mask)):
+            for i, tokens in zip(batch.prompts, run(ids, mask, keys and [keys[i] for i in filled])):
                 new_tokens[i] = tokens
-            progress.update(len(group))
+            progress.update(len(batch.prompts))
             progress.set_postfix(tokens_per_second=round(sum(map(len, new_tokens.values()))
                                                          / (time.perf_counter() - began)))
         if model.device.type == "cuda":
@@ -189,20 +211,69 @@ def generate_tokens(model, encoded: list[list[int]], max_new_tokens: int, batch_
         model.set_attn_implementation(attention)
     seconds = time.perf_counter() - began
     outputs = [new_tokens[i] for i in range(len(encoded))]
-    total = sum(map(len, outputs))
+    total, rows = sum(map(len, outputs)), max(batch.rows for batch in plan)
     print(f"{label}: {len(encoded)} prompts, {total:,} new tokens in {seconds:.1f} s ({total / seconds:,.0f} "
           f"tokens/s; batch {rows}, engine {engine})", flush=True)
-    return Decoded(outputs, seconds, rows, run.prefill_seconds if engine == "static" else None)
+    return Decoded(outputs, seconds, rows, len(plan),
+                   prefill_seconds + run.prefill_seconds if engine == "static" else None)
 
 
-def static_engine(model, rows: int, prompt_length: int, max_new_tokens: int, eos: int | None, pad: int):
+@dataclass
+class Batch:
+    prompts: list[int]
+    """Indices of the prompts it generates for."""
+    rows: int
+    """Rows of the decoder that runs it (a short batch is filled up with copies)."""
+    prompt_length: int
+    """Prompt tokens the decoder's cache holds per row (the longest prompt of its batches)."""
+
+
+def plan_batches(model, lengths: list[int], max_new_tokens: int, batch_size: int | str, sampled: bool
+                 ) -> list[Batch]:
+    """Prompts shortest first, in batches of even size. With `auto` they are cut into tiers of TIER_TOKENS prompt
+    tokens, and each tier gets the most rows whose KV cache (its longest prompt + the budget) fits the free memory,
+    so short prompts are not batched as if they were as long as the longest. A fixed batch_size too large for the
+    GPU's free memory is shrunk to what fits, and said."""
+    free = free_memory_bytes(model.device)
+
+    def fitting(longest: int) -> int:
+        return memory.generation_batch(model.config, free, longest, max_new_tokens, decoding.PREFILL_TOKENS,
+                                       value_bytes(model), sampled)
+
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    tiers: dict[int, list[int]] = {}
+    for i in order:
+        tiers.setdefault(-(-lengths[i] // TIER_TOKENS) if batch_size == "auto" else 0, []).append(i)
+    parts = []
+    for tier in tiers.values():  # a tier that fits one batch with the one before it joins it: no batch is added
+        if parts and len(parts[-1]) + len(tier) <= fitting(lengths[tier[-1]]):
+            parts[-1] += tier
+        else:
+            parts.append(list(tier))
+    plan = []
+    for part in parts:
+        longest = lengths[part[-1]]
+        fits = fitting(longest)
+        size = fits if batch_size == "auto" else batch_size
+        if batch_size != "auto" and model.device.type == "cuda" and fits < batch_size:
+            print(f"batch size {batch_size}: the KV cache of {batch_size} rows of {longest + max_new_tokens:,} tokens "
+                  f"does not fit the GPU's free memory; running {fits} rows per batch", flush=True)
+            size = fits
+        groups = batches(part, size)
+        plan += [Batch(group, max(map(len, groups)), longest) for group in groups]
+    return plan
+
+
+def static_engine(model, rows: int, prompt_length: int, max_new_tokens: int, eos: int | None, pad: int,
+                  sampling: decoding.Sampling | None):
     """decoding.py's StaticDecoder, with its attention set on the model (a CUDA graph on a GPU)."""
     decoding.register_attention()
     model.set_attn_implementation(decoding.ATTENTION)
     if model.config._attn_implementation != decoding.ATTENTION:
         raise UserError(f"eval.engine=static: {type(model).__name__} does not route attention through transformers' "
                         "AttentionInterface; set eval.engine=generate")
-    return decoding.StaticDecoder(model, rows, prompt_length, max_new_tokens, eos, pad, cuda_graph=True)
+    return decoding.StaticDecoder(model, rows, prompt_length, max_new_tokens, eos, pad, cuda_graph=True,
+                                  sampling=sampling)
 
 
 def generate_engine(model, max_new_tokens: int, eos: int | None, pad: int):
@@ -210,7 +281,7 @@ def generate_engine(model, max_new_tokens: int, eos: int | None, pad: int):
     is generated (EOS suppressed until then)."""
     forced = {} if eos is not None else {"min_new_tokens": max_new_tokens}
 
-    def run(ids, mask) -> list[list[int]]:
+    def run(ids, mask, keys=None) -> list[list[int]]:
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                              eos_token_id=eos, pad_token_id=pad, **forced)
         return [decoding.until_eos(row, eos) for row in out[:, ids.shape[1]:].tolist()]

@@ -67,12 +67,19 @@ def forward_bytes_per_token(model_config, value_bytes: int) -> int:
     return value_bytes * (3 * i + 4 * h + 2 * model_config.num_attention_heads * head_dim(model_config))
 
 
+SAMPLING_BYTES_PER_LOGIT = 24
+"""What sampling a row's next token holds per vocabulary entry: probabilities, their sorted copy and cumulative sum
+(float32 each), the sort order (int64), a mask."""
+
+
 def generation_batch(model_config, free_bytes: int, prompt_tokens: int, max_new_tokens: int, prefill_tokens: int,
-                     value_bytes: int) -> int:
+                     value_bytes: int, sampled: bool = False) -> int:
     """The most rows whose KV cache (prompt + budget) fits in AUTO_EVAL_SHARE of `free_bytes`, after one
-    prefill chunk of `prefill_tokens` tokens and each row's logits over the vocabulary."""
+    prefill chunk of `prefill_tokens` tokens and each row's logits over the vocabulary (and, when `sampled`, what
+    drawing from them holds)."""
+    per_logit = value_bytes + 4 + (SAMPLING_BYTES_PER_LOGIT if sampled else 0)
     per_row = (kv_bytes_per_token(model_config, value_bytes) * (prompt_tokens + max_new_tokens)
-               + model_config.vocab_size * (value_bytes + 4))
+               + model_config.vocab_size * per_logit)
     usable = AUTO_EVAL_SHARE * free_bytes - prefill_tokens * forward_bytes_per_token(model_config, value_bytes)
     return max(1, int(usable // per_row))
 

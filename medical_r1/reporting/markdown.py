@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from medical_r1.evaluation import references
 from medical_r1.evaluation.metrics import LOSSES, RATES
 
 SAMPLES_SHOWN = 3
 SHOWN_METRICS = (*LOSSES, "perplexity", *RATES, "mean_generated_tokens", "generation_tokens_per_second")
 """Rows of the base-vs-tuned table where present (generation speed comes from reports/eval/*/perf.json), followed
-by the detail keys of MCQ and NER (per source, per entity type)."""
-DETAIL_PREFIXES = ("base.mcq_", "base.ner_")
-COUNTS = {"prompts_cut": "held-out prompts cut to the model's length", "mcq_prompts_cut": "MCQ prompts cut",
-          "mcq_rows_skipped": "MCQ rows skipped", "mcq_duplicates": "MCQ duplicates dropped"}
+by the detail keys of NER (per entity type); MCQ sets have their own section."""
+DETAIL_PREFIXES = ("base.ner_",)
+COUNTS = {"prompts_cut": "held-out prompts cut to the model's length"}
 """Counts of what evaluation lost, said in a line under the table (a "change" of a count means nothing)."""
 
 
@@ -49,6 +49,43 @@ def counts_line(evaluation: dict) -> list[str]:
     return [f"Base / tuned: {'; '.join(found)}.", ""] if found else []
 
 
+def protocol_line(protocol) -> str:
+    decoding = ("greedy decoding" if protocol.decoding == "greedy" else
+                f"sampled pass@1 over {protocol.samples} samples per question (temperature {protocol.temperature:g}, "
+                f"top-p {protocol.top_p:g}, seeded)")
+    first = f", the first {protocol.max_questions:,} questions of each set" if protocol.max_questions else ""
+    return (f"Protocol: {decoding}, {protocol.max_new_tokens:,} new tokens per question (thinking included){first}; "
+            "the answer is read after `</think>` by the rules in docs/tasks.md. Accuracy in %.")
+
+
+def mcq_section(scores: dict, protocol, caveat: str | None) -> list[str]:
+    """Each scored set for base and tuned beside the published reference rows, then what each set lost."""
+    runs = {model: by_model.get("mcq", {}) for model, by_model in scores.items()}
+    sets = list(runs["base"]) + [name for name in references.SETS if name not in runs["base"]]
+    named = [references.SETS.get(name, name) for name in sets]
+    lines = ["## Medical multiple choice", "", protocol_line(protocol), ""]
+    if caveat:
+        lines += [f"> **No medical result.** {caveat}", ""]
+    lines += ["| model | " + " | ".join(named) + " | source | protocol |",
+              "| --- | " + " | ".join("---:" for _ in sets) + " | --- | --- |"]
+    for model, scored in runs.items():
+        cells = [f"{100 * scored[name]['accuracy']:.1f}" if name in scored else "–" for name in sets]
+        lines.append(f"| {model} (this run) | " + " | ".join(cells) + " | this run | above |")
+    for ref in references.REFERENCES:
+        cells = [f"{ref.accuracy[name]:.1f}" if name in ref.accuracy else "–" for name in sets]
+        lines.append(f"| {ref.model} | " + " | ".join(cells) + f" | {ref.source} | {references.PROTOCOL} |")
+    lines += ["", "| set (base / tuned) | questions x samples | no letter | truncated chains | thinking tokens | "
+                  "prompts cut | rows skipped | duplicates |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name in runs["base"]:
+        base, tuned = runs["base"][name], runs["tuned"][name]
+        pair = [f"{100 * base[key]:.1f}% / {100 * tuned[key]:.1f}%" for key in ("no_letter", "truncated")] + [
+            f"{number(base[key])} / {number(tuned[key])}"
+            for key in ("thinking_tokens", "prompts_cut", "rows_skipped", "duplicates")]
+        lines.append(f"| {references.SETS.get(name, name)} | {base['questions']} x {base['samples']} | "
+                     + " | ".join(pair) + " |")
+    return lines + [""]
+
+
 def number(value: float | None) -> str:
     return "> 1e21" if value is None else f"{value:,.4g}"
 
@@ -63,7 +100,7 @@ def samples_section(samples: list[dict]) -> list[str]:
 
 
 def build(params_rows: list[str], source: str, stats: dict, train: dict, train_perf: dict, run: dict,
-                   evaluation: dict, samples: list[dict], model_name: str) -> str:
+          evaluation: dict, samples: list[dict], model_name: str, mcq: list[str]) -> str:
     tokens = stats["tokens"]
     memory = (f"{train_perf['peak_gpu_reserved_gib']} GiB GPU reserved" if "peak_gpu_reserved_gib" in train_perf
               else f"{train_perf['peak_rss_gib']} GiB RSS")
@@ -85,6 +122,7 @@ def build(params_rows: list[str], source: str, stats: dict, train: dict, train_p
         f"Held-out rows; generations greedy on {evaluation['base.samples']} questions.", "",
         *metrics_table(evaluation), "", *counts_line(evaluation), "![before and after](figures/before_after.png)", "",
         *(["![NER F1 per entity type](figures/ner_f1_by_type.png)", ""] if "base.ner_f1" in evaluation else []),
+        *mcq,
         "## Sample generations", "", *samples_section(samples),
     ]
     return "\n".join(lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medical_r1.model.backends import REGISTRY
-from medical_r1.evaluation.metrics import LOSSES, RATES
+from medical_r1.evaluation.metrics import LOSSES, rate_keys
 
 BASE_COLOR, TUNED_COLOR, LR_COLOR = "#9aa5b1", "#1f6feb", "#d97706"
 
@@ -85,7 +85,7 @@ def before_after(metrics: dict, path: Path) -> None:
     """Base vs tuned as grouped bars: generation rates (0-1) and held-out losses."""
     plt = _pyplot()
     fig, (rates, losses) = plt.subplots(1, 2, figsize=(11, 4.5))
-    shown_rates = [name for name in RATES if f"base.{name}" in metrics]
+    shown_rates = rate_keys({key.removeprefix("base."): value for key, value in metrics.items() if key.startswith("base.")})
     for ax, names, ylabel in ((rates, shown_rates, "share of generations / accuracy / F1 (0-1)"),
                               (losses, LOSSES, "loss (nats per token)")):
         xs = range(len(names))
@@ -93,7 +93,7 @@ def before_after(metrics: dict, path: Path) -> None:
             bars = ax.bar([x + offset for x in xs], [metrics[f"{model}.{n}"] for n in names], width=0.4,
                           color=color, label=model)
             ax.bar_label(bars, fmt="%.2f", fontsize=8)
-        ax.set_xticks(list(xs), [n.replace("_", " ") for n in names])
+        ax.set_xticks(list(xs), [n.replace("_", " ").replace("mcq.", "MCQ ").removesuffix(".accuracy") for n in names])
         ax.set_ylabel(ylabel)
         ax.set_xlabel("metric")
         ax.legend()
@@ -152,21 +152,21 @@ def bench_bars(named_results: dict[str, dict], path: Path) -> None:
 
 
 def generation_bars(results: list[dict], path: Path) -> None:
-    """Generation benchmark: new tokens/s of each variant, and the bandwidth roofline of its batch as a tick."""
+    """Generation benchmark: new tokens/s of each variant, and the roofline of its batch as a tick."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(8, 1.5 * len(results)), 4.8))
     speeds = [r["tokens_per_second"] for r in results]
-    ceilings = [r["batch_size"] / r["roofline"]["ms_per_step"] * 1000 for r in results]
+    ceilings = [r["roofline"]["tokens_per_second"] for r in results]
     colors = [TUNED_COLOR if r["name"].startswith("tuned") else BASE_COLOR for r in results]
     bars = ax.bar(range(len(results)), speeds, color=colors)
     ax.bar_label(bars, fmt="%.0f", fontsize=8)
-    ax.scatter(range(len(results)), ceilings, marker="_", s=900, color="black", label="bandwidth roofline")
-    ax.set_xticks(range(len(results)), [r["name"].rsplit("-", 2)[0] + f"\n{r['engine']}, batch {r['batch_size']}"
+    ax.scatter(range(len(results)), ceilings, marker="_", s=900, color="black", label="roofline")
+    ax.set_xticks(range(len(results)), [r["name"] + f"\n{r['engine']}, batch {r['batch_size']}"
                                         for r in results], fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("new tokens/s (log scale)")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(loc="upper left", fontsize=8)
-    ax.set_title(f"Greedy decoding, {results[0]['prompt_tokens']}-token prompts, {results[0]['max_new_tokens']} new "
-                 f"tokens ({results[0].get('device', '')})")
+    ax.set_title(f"Greedy decoding, prompts of {results[0]['prompt_tokens_mean']:.0f} tokens on average, "
+                 f"{results[0]['max_new_tokens']} new tokens ({results[0].get('device', '')})")
     _save(fig, path)

@@ -1,24 +1,106 @@
-"""Decoding speed of a base model and of it with a LoRA (unmerged, then merged): transformers' generate() against
-the static-cache engine, at a fixed batch and at the auto batch, each against its bandwidth roofline. Every prompt
-generates the whole budget (EOS never stops a row early), so every variant does the same work."""
+"""Decoding speed of a base model and of it tuned with a LoRA, on prompts with MedQA's length mix: transformers'
+generate() against the static-cache engine at a fixed batch, and the engine at the auto batch; the tuned model as
+PEFT's LoRA layers run it and as evaluation runs it (medical_r1/model/lora_decoding.py). Every prompt generates the
+whole budget (EOS never stops a row early), so every variant does the same work; each is set against its roofline."""
 
 from __future__ import annotations
 
+import math
+from statistics import NormalDist, mean
 from typing import Iterator
 
 from medical_r1 import UserError, runtime
+from medical_r1.data import prompts
 from medical_r1.generation import inference
+from medical_r1.model import lora_decoding
 from medical_r1.speed import flops, training
+
+VARIANTS = {"base-generate": ("base", "generate", "fixed"), "base-static": ("base", "static", "fixed"),
+            "base-auto": ("base", "static", "auto"), "tuned-peft": ("peft", "static", "fixed"),
+            "tuned-static": ("tuned", "static", "fixed"), "tuned-auto": ("tuned", "static", "auto")}
+"""name -> (model, engine, batch): `peft` is the tuned model with PEFT's LoRA layers, `tuned` as evaluation runs it;
+`fixed` is bench.generate.batch_size prompts spread over the length mix, `auto` all prompts at the auto batch."""
+
+
+def prompt_characters(gen) -> list[int]:
+    """bench.generate.prompts lengths, log-normal through the median and the 95th percentile, capped at the
+    longest, which the last one has."""
+    sigma = math.log(gen.prompt_chars_p95 / gen.prompt_chars_median) / NormalDist().inv_cdf(0.95)
+    lengths = [min(gen.prompt_chars_max, round(gen.prompt_chars_median
+                                                * math.exp(sigma * NormalDist().inv_cdf((i + 0.5) / gen.prompts))))
+               for i in range(gen.prompts)]
+    return lengths[:-1] + [gen.prompt_chars_max]
 
 
 def generation_prompts(gen, tokenizer, rows: list[dict]) -> list[list[int]]:
-    """bench.generate.prompts windows of bench.generate.prompt_tokens tokens over the rows' training texts."""
-    stream = [i for r in rows for i in tokenizer(r["text"])["input_ids"]]
-    count, length = gen.prompts, gen.prompt_tokens
-    if len(stream) < length + count:
-        raise UserError(f"data.source holds {len(stream):,} tokens: too few for {count} prompts of {length}")
-    stride = (len(stream) - length) // count
-    return [stream[k * stride:k * stride + length] for k in range(count)]
+    """The R1 inference template around windows of the rows' text, one per length of `prompt_characters`."""
+    text = " ".join(r["text"] for r in rows)
+    lengths = prompt_characters(gen)
+    if len(text) < 2 * max(lengths):
+        raise UserError(f"data.source holds {len(text):,} characters: too few for prompts of {max(lengths):,}")
+    stride = (len(text) - max(lengths)) // gen.prompts
+    return [tokenizer(prompts.inference_prompt(text[i * stride:i * stride + n]))["input_ids"]
+            for i, n in enumerate(lengths)]
+
+
+def measure_generation(model, name: str, engine: str, batch_size, encoded: list[list[int]], pad: int, params
+                       ) -> dict:
+    """Generate the whole budget for every prompt; speed, memory and the fraction of the roofline."""
+    import torch
+
+    gen = params.bench.generate
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    run = inference.generate_tokens(model, encoded, gen.max_new_tokens, batch_size, engine, None, pad, name)
+    steps = run.batches * gen.max_new_tokens
+    weights = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if "embed_tokens" not in n)
+    bound = flops.roofline(model.config, weights, run.batch_size, mean(map(len, encoded)), gen.max_new_tokens,
+                           inference.value_bytes(model), gen.peak_bandwidth_tbs, params.bench.peak_tflops)
+    new_tokens, ms_per_step = sum(map(len, run.tokens)), run.seconds * 1000 / steps
+    bound_tokens_per_second = run.batch_size / bound["ms_per_step"] * 1000
+    timing = {}
+    if run.prefill_seconds is not None:
+        timing = {"prefill_seconds": round(run.prefill_seconds, 2),
+                  "decode_ms_per_step": round((run.seconds - run.prefill_seconds) * 1000 / steps, 3)}
+    return {"name": name, "engine": engine, "batch": batch_size, "batch_size": run.batch_size, "batches": run.batches,
+            "prompts": len(encoded), "prompt_tokens_mean": round(mean(map(len, encoded)), 1),
+            "prompt_tokens_max": max(map(len, encoded)), "new_tokens": new_tokens, "seconds": round(run.seconds, 2),
+            "tokens_per_second": round(new_tokens / run.seconds, 1), "ms_per_step": round(ms_per_step, 3), **timing,
+            "roofline": {**bound, "tokens_per_second": round(bound_tokens_per_second, 1),
+                         "fraction": round(bound["ms_per_step"] / ms_per_step, 4)},
+            "device": runtime.device_name(), **runtime.peak_memory()}
+
+
+def generate(params, variants: list[str]) -> Iterator[dict]:
+    """Decoding speed of the model.* base and of it with a seeded random LoRA, for each of `variants` in VARIANTS'
+    order (the LoRA goes into the base's modules, and evaluation's route then replaces PEFT's layers, so base, peft
+    and tuned variants run in that order); each result as soon as it is measured."""
+    gen, max_length = params.bench.generate, params.train.max_seq_length
+    runtime.setup(params.seed)
+    train_rows, held_out, base = training.inputs(params)
+    model, tokenizer = inference.load(base, None, params.train.load_in_4bit)
+    encoded, pad = generation_prompts(gen, tokenizer, train_rows), tokenizer.pad_token_id
+    spread = encoded[::max(1, len(encoded) // gen.batch_size)][:gen.batch_size]
+    common = {"weights": base.init, "model": params.model.name, "rows": params.data.source,
+              "max_new_tokens": gen.max_new_tokens, "lora_r": params.lora.r, "versions": training.versions()}
+    inference.generate_tokens(model, encoded[:2], 4, 2, "generate", None, pad, "warm-up")
+    losses, current = {}, "base"
+    for name in [v for v in VARIANTS if v in variants]:
+        kind, engine, batch = VARIANTS[name]
+        if kind != current and current == "base":
+            model = random_lora(model, params.lora, params.seed)
+            losses["peft"] = inference.teacher_forced_loss(model, tokenizer, held_out, 4, max_length)["full"]
+            current = "peft"
+        if kind == "tuned" and current == "peft":
+            model, route = lora_decoding.for_decoding(model)
+            losses["tuned"] = inference.teacher_forced_loss(model, tokenizer, held_out, 4, max_length)["full"]
+            common["adapter"] = {"path": route.path, "merge_error": route.merge_error}
+            current = "tuned"
+        common["teacher_forced_loss"] = {key: round(value, 5) for key, value in losses.items()}
+        label = f"{name}-b{gen.batch_size}" if batch == "fixed" else name
+        yield common | measure_generation(model, label, engine, gen.batch_size if batch == "fixed" else "auto",
+                                          spread if batch == "fixed" else encoded, pad, params)
 
 
 def random_lora(model, lora, seed: int):
@@ -33,53 +115,3 @@ def random_lora(model, lora, seed: int):
         if "lora_B" in name:
             torch.nn.init.normal_(weight, std=0.01)
     return tuned.eval()
-
-
-def measure_generation(model, name: str, engine: str, batch_size, encoded: list[list[int]], pad: int, gen) -> dict:
-    """Generate the whole budget for every prompt; speed, memory and the fraction of the bandwidth roofline."""
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    run = inference.generate_tokens(model, encoded, gen.max_new_tokens, batch_size, engine, None, pad, name)
-    steps = len(inference.batches(list(range(len(encoded))), run.batch_size)) * gen.max_new_tokens
-    weights = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if "embed_tokens" not in n)
-    bound = flops.roofline(model.config, weights, run.batch_size, gen, inference.value_bytes(model))
-    new_tokens, ms_per_step = sum(map(len, run.tokens)), run.seconds * 1000 / steps
-    timing = {}
-    if run.prefill_seconds is not None:
-        timing = {"prefill_seconds": round(run.prefill_seconds, 2),
-                  "decode_ms_per_step": round((run.seconds - run.prefill_seconds) * 1000 / steps, 3)}
-    return {"name": name, "engine": engine, "batch": batch_size, "batch_size": run.batch_size,
-            "prompts": len(encoded), "new_tokens": new_tokens, "seconds": round(run.seconds, 2),
-            "tokens_per_second": round(new_tokens / run.seconds, 1), "ms_per_step": round(ms_per_step, 3), **timing,
-            "roofline": {**bound, "fraction": round(bound["ms_per_step"] / ms_per_step, 4)},
-            "device": runtime.device_name(), **runtime.peak_memory()}
-
-
-def generate(params) -> Iterator[dict]:
-    """Decoding speed of the model.* base: base with generate() and the static engine, then with a random LoRA,
-    unmerged and merged, at bench.generate.batch_size and at the auto batch; each result as soon as it is
-    measured."""
-    gen, max_length = params.bench.generate, params.train.max_seq_length
-    runtime.setup(params.seed)
-    train_rows, held_out, base = training.inputs(params)
-    model, tokenizer = inference.load(base, None, params.train.load_in_4bit)
-    encoded, pad = generation_prompts(gen, tokenizer, train_rows), tokenizer.pad_token_id
-    fixed, tag = encoded[:gen.batch_size], f"b{gen.batch_size}"
-    common = {"weights": base.init, "model": params.model.name, "rows": params.data.source,
-              "prompt_tokens": gen.prompt_tokens,
-              "max_new_tokens": gen.max_new_tokens, "lora_r": params.lora.r, "versions": training.versions()}
-    inference.generate_tokens(model, encoded[:2], 4, 2, "generate", None, pad, "warm-up")
-    yield common | measure_generation(model, f"base-generate-{tag}", "generate", gen.batch_size, fixed, pad, gen)
-    yield common | measure_generation(model, f"base-static-{tag}", "static", gen.batch_size, fixed, pad, gen)
-    yield common | measure_generation(model, "base-static-auto", "static", "auto", encoded, pad, gen)
-    model = random_lora(model, params.lora, params.seed)
-    losses = {"unmerged": inference.teacher_forced_loss(model, tokenizer, held_out, 4, max_length)["full"]}
-    yield common | measure_generation(model, f"tuned-unmerged-static-{tag}", "static", gen.batch_size, fixed, pad, gen)
-    model = model.merge_and_unload()
-    losses["merged"] = inference.teacher_forced_loss(model, tokenizer, held_out, 4, max_length)["full"]
-    common["teacher_forced_loss_tuned"] = {key: round(value, 5) for key, value in losses.items()}
-    yield common | measure_generation(model, f"tuned-static-{tag}", "static", gen.batch_size, fixed, pad, gen)
-    yield common | measure_generation(model, "tuned-static-auto", "static", "auto", encoded, pad, gen)

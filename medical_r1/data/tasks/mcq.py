@@ -1,13 +1,12 @@
 """Medical multiple-choice questions: MedQA, MedMCQA and PubMedQA rows in one shape, and reading the answer.
 
 Each row is adapted to (question, lettered options, gold letter); the prompt is the R1 template with the
-options listed; the chosen letter is read from the text after `</think>`.
+options listed; the chosen letter is read from the text after `</think>` by RULES (docs/tasks.md lists them).
 """
 
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import mean
@@ -17,7 +16,7 @@ from medical_r1.data import prompts
 from medical_r1.data.tasks import BadRow, checked_text
 
 SAMPLES = {None: Path("data/sample/mcq.jsonl")}
-"""The bundled MCQ sample (eval.mcq.source: sample)."""
+"""Our bundled MCQ sample (an eval.mcq_sets entry with source: sample)."""
 LETTERS = "ABCDEFGHIJ"
 INSTRUCTION = "Answer with the letter of the correct option."
 
@@ -81,40 +80,60 @@ def prompt(item: Item) -> str:
     return prompts.inference_prompt(f"{item.question}\n\nOptions:\n{listed}\n\n{INSTRUCTION}")
 
 
-def _patterns(letters: str) -> list[re.Pattern]:
-    L = f"[{letters}]"
-    return [re.compile(p, re.IGNORECASE if i < 2 else 0) for i, p in enumerate([
-        rf"(?:answer|option|choice)\s*(?:is|would be|should be|:|=)?\s*(?:option\s*)?[\(\[]?\**({L})\b(?![a-z])",
-        rf"(?:^|\n)\s*(?:final answer|answer)\s*[:\-]\s*\**[\(\[]?({L})\b",
-        rf"\*\*\s*[\(\[]?({L})[\)\].:]?\s*\**",
-        rf"(?:^|\n)\s*[\(\[]?({L})[\)\].:](?:\s|$)",
-        rf"[\(\[]({L})[\)\]]",
-        rf"(?:^|\s)({L})\)",
-        rf"^\s*({L})\s*$",
-    ])]
+RULES = (
+    ("boxed", r"\\boxed\{\s*(?:\\text\{)?\s*\(?({L})\b"),
+    ("stated", r"(?i:answer|option|choice)\s*(?i:is|would be|should be|:|=|-)?\s*(?i:option\s*)?[\(\[]?\**"
+               r"(?:({L})\b|({l})(?=$|[.,;:)\]*]))"),
+    ("bold", r"\*\*\s*[\(\[]?({L})(?:[\)\].:]|\s*\*\*)"),
+    ("listed", r"(?:^|\n)\s*[\(\[]?({L})[\)\].:](?:\s|$)"),
+    ("bracketed", r"[\(\[]({L})[\)\]]|(?:^|\s)({L})\)"),
+    ("alone", r"^\W*({L})\W*$"),
+)
+"""How the chosen letter is read from the answer (the text after `</think>`), tried in this order; the first rule
+that matches decides, and if it matches two different letters the answer is ambiguous (no letter). `{L}` stands for
+the question's option letters, `{l}` for them in lower case (read only when nothing follows but punctuation)."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    letter: str | None
+    """The chosen option, or None."""
+    rule: str
+    """What decided: a RULES name, `option_text` (exactly one option's text named), or why there is no letter:
+    `unclosed` (no `</think>`: a chain cut off by the budget, or never closed), `ambiguous`, `none`."""
+
+
+def read_answer(generation: str, options: dict[str, str]) -> Reading:
+    """The option the model chose: only the text after `</think>` counts; there the letter by RULES, else the one
+    option whose text the answer names (case-insensitive, whole words)."""
+    split = prompts.split_generation(generation)
+    if not split.closed_think:
+        return Reading(None, "unclosed")
+    letters = "".join(options)
+    for name, pattern in RULES:
+        regex = re.compile(pattern.replace("{L}", f"[{letters}]").replace("{l}", f"[{letters.lower()}]"))
+        found = {letter.upper() for match in regex.finditer(split.answer) for letter in match.groups() if letter}
+        if len(found) == 1:
+            return Reading(found.pop(), name)
+        if found:
+            return Reading(None, "ambiguous")
+    named = [letter for letter, text in options.items()
+             if re.search(rf"(?<!\w){re.escape(text.strip())}(?!\w)", split.answer, re.IGNORECASE)]
+    return Reading(named[0], "option_text") if len(named) == 1 else Reading(None, "none")
 
 
 def extract_letter(generation: str, options: dict[str, str]) -> str | None:
-    """The option the model chose, from the text after `</think>` (all of it if the tag never closed)."""
-    split = prompts.split_generation(generation)
-    answer = split.answer if split.closed_think else split.thinking
-    letters = "".join(options)
-    for pattern in _patterns(letters):
-        found = pattern.search(answer)
-        if found:
-            return found.group(1).upper()
-    named = [letter for letter, text in options.items() if text and text.lower() in answer.lower()]
-    return named[0] if len(named) == 1 else None
+    return read_answer(generation, options).letter
 
 
-def score(items: list[Item], generations: list[str], thinking_tokens: list[int]) -> dict:
-    """Accuracy overall and per source, the share with no readable letter, mean thinking tokens."""
-    chosen = [extract_letter(g, item.options) for g, item in zip(generations, items)]
-    correct = [c == item.gold for c, item in zip(chosen, items)]
-    by_source = defaultdict(list)
-    for item, ok in zip(items, correct):
-        by_source[item.source].append(ok)
-    return {"mcq_accuracy": round(mean(correct), 4) if correct else 0.0,
-            **{f"mcq_accuracy.{src}": round(mean(oks), 4) for src, oks in sorted(by_source.items())},
-            "mcq_no_letter": round(mean(c is None for c in chosen), 4) if chosen else 0.0,
-            "mcq_thinking_tokens": round(mean(thinking_tokens), 1) if thinking_tokens else 0.0}
+def score(items: list[Item], generations: list[list[str]], finished: list[list[bool]],
+          thinking_tokens: list[int]) -> dict:
+    """One set's scores: accuracy (pass@1: the mean over every question's samples), the shares of answers with no
+    letter and of truncated chains (no `</think>` when the budget ran out), mean thinking tokens."""
+    chosen = [[extract_letter(g, item.options) for g in samples] for item, samples in zip(items, generations)]
+    flat = [c == item.gold for item, letters in zip(items, chosen) for c in letters]
+    truncated = [not prompts.split_generation(g).closed_think and not done
+                 for samples, ends in zip(generations, finished) for g, done in zip(samples, ends)]
+    return {"accuracy": round(mean(flat), 4), "no_letter": round(mean(c is None for cs in chosen for c in cs), 4),
+            "truncated": round(mean(truncated), 4), "thinking_tokens": round(mean(thinking_tokens), 1),
+            "questions": len(items), "samples": len(generations[0])}
