@@ -7,13 +7,16 @@ third-party package is changed here: that is model/patches.py):
   contacts the hub only to download what params.yaml names;
 - CPU math pinned to code paths that compute the same bits on every x86-64 CPU with AVX2, Intel or AMD
   (docs/reliability.md): MKL's vendor-neutral branch (its faster branches differ between vendors) and ATen's AVX2
-  kernels (AVX-512 kernels round differently).
+  kernels (AVX-512 kernels round differently);
+- TRL's notice that `rollout_func` is experimental, printed on every GRPO run: the rl stage uses it on purpose
+  (training/grpo.py) with trl pinned.
 """
 
 import os
 import platform
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 if platform.machine().lower() in ("x86_64", "amd64"):
     os.environ.setdefault("MKL_CBWR", "COMPATIBLE")

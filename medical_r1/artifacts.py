@@ -49,14 +49,16 @@ def _declare(path: str, writer: str | None, readers: tuple[str, ...] = (), kind:
 
 EVALUATORS = ("evaluate_base", "evaluate")
 SAMPLE = _declare("data/sample", None, ("prepare",), "source")
-MCQ_SAMPLE = _declare("data/sample/mcq.jsonl", None, EVALUATORS, "source")
+MCQ_SAMPLE = _declare("data/sample/mcq.jsonl", None, ("rl", *EVALUATORS), "source")
+RL_SAMPLE = _declare("data/sample/rl.jsonl", None, ("rl",), "source")
 PREPARED = _declare("data/prepared", "prepare", ("train",))
-EVAL_ROWS = _declare("data/prepared/eval.jsonl", "prepare", (*EVALUATORS, "export"), "part")
+EVAL_ROWS = _declare("data/prepared/eval.jsonl", "prepare", ("rl", *EVALUATORS, "export"), "part")
 TRAIN_ROWS = PREPARED.path / "train.jsonl"
-BASE = _declare("models/base", "prepare", ("train", *EVALUATORS, "export"))
+BASE = _declare("models/base", "prepare", ("train", "rl", *EVALUATORS, "export"))
 PREPARE_STATS = _declare("reports/prepare/stats.json", "prepare", ("report",), "metric")
 
-ADAPTER = _declare("models/adapter", "train", ("evaluate", "export"))
+ADAPTER = _declare("models/adapter", "train", ("rl",))
+"""The SFT adapter."""
 CHECKPOINTS = Path("models/checkpoints")
 """Where an incomplete training run keeps its checkpoints (git-ignored, not a DVC output)."""
 TRAIN_METRICS = _declare("reports/train/metrics.json", "train", ("report",), "metric")
@@ -65,6 +67,12 @@ RUN_INFO = _declare("reports/train/run.json", "train", ("report", "export"))
 TRAIN_STEPS = _declare("reports/train/steps.csv", "train", ("report",), "plot")
 EVAL_LOSS = _declare("reports/train/eval_loss.csv", "train", ("report",), "plot")
 STEP_TIMES = _declare("reports/train/step_times.csv", "train", ("report",), "plot")
+
+TUNED = _declare("models/tuned", "rl", ("evaluate", "export"))
+"""The adapter evaluate, export and ask use: SFT's after rl.max_steps GRPO steps (SFT's own when 0)."""
+RL_METRICS = _declare("reports/rl/metrics.json", "rl", ("report",), "metric")
+RL_PERF = _declare("reports/rl/perf.json", "rl", ("report",), "metric")
+RL_STEPS = _declare("reports/rl/steps.csv", "rl", ("report",), "plot")
 
 EVAL_STAGE = {"base": "evaluate_base", "tuned": "evaluate"}
 EVAL_METRICS = {"base": _declare("reports/eval/base/metrics.json", "evaluate_base", ("evaluate", "report", "export"),
@@ -86,9 +94,9 @@ EXPORT_METRICS = _declare("reports/export/metrics.json", "export", (), "metric")
 BENCH_RESULTS = Path("reports/bench")
 """Benchmark results (bench/dvc.yaml, `python -m stages.bench`): one JSON per measured run, and their charts."""
 
-ALL = [SAMPLE, MCQ_SAMPLE, PREPARED, EVAL_ROWS, BASE, PREPARE_STATS, ADAPTER, TRAIN_METRICS, TRAIN_PERF, RUN_INFO,
-       TRAIN_STEPS, EVAL_LOSS, STEP_TIMES, *EVAL_METRICS.values(), *EVAL_PERF.values(), *GENERATIONS.values(), SAMPLES,
-       BEFORE_AFTER, REPORT, FIGURES, EXPORT, EXPORT_METRICS]
+ALL = [SAMPLE, MCQ_SAMPLE, RL_SAMPLE, PREPARED, EVAL_ROWS, BASE, PREPARE_STATS, ADAPTER, TRAIN_METRICS, TRAIN_PERF,
+       RUN_INFO, TRAIN_STEPS, EVAL_LOSS, STEP_TIMES, TUNED, RL_METRICS, RL_PERF, RL_STEPS, *EVAL_METRICS.values(),
+       *EVAL_PERF.values(), *GENERATIONS.values(), SAMPLES, BEFORE_AFTER, REPORT, FIGURES, EXPORT, EXPORT_METRICS]
 """Every declared artifact (tests/test_artifacts.py checks that none is left out)."""
 
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from medical_r1.model.backends import REGISTRY
+from medical_r1.training.rewards import REWARDS
 from medical_r1.schema import ConfigError, build, set_dotted, transformers_names, value_at
 
 PARAMS_FILE = Path("params.yaml")
@@ -135,6 +136,47 @@ class TrainConfig:
 
 
 @dataclass
+class RlConfig:
+    max_steps: int
+    """GRPO steps after SFT; 0 hands the SFT adapter on unchanged (the pipeline's results are then SFT's alone)."""
+    source: str
+    """Verifiable questions: `sample` (ours, data/sample/rl.jsonl), a local .json/.jsonl/.parquet/.csv file, or
+    `hf:<dataset id>`; rows in an MCQ shape (MedQA, MedMCQA, PubMedQA) or open-ended (`Open-ended Verifiable
+    Question`, `Ground-True Answer`, as FreedomIntelligence/medical-o1-verifiable-problem)."""
+    config: str | None
+    """Hub config of an `hf:` source."""
+    split: str
+    """Split of an `hf:` source."""
+    revision: str | None
+    """Hub revision (commit or tag) of an `hf:` source to pin."""
+    max_rows: int | None
+    """Keep at most this many usable questions (after dropping those of the evaluation sets); null keeps all."""
+    reward: Literal[tuple(REWARDS)]
+    """What a completion earns (medical_r1/training/rewards.py): `answer`, 1 for the right answer after a closed
+    `</think>`, else 0 (format alone earns nothing)."""
+    prompts_per_step: int
+    """Questions per GRPO step; each gets num_generations completions (the step's batch is their product)."""
+    num_generations: int
+    """Completions per question, compared with each other for the advantage (GRPO needs at least 2)."""
+    max_new_tokens: int
+    """Completion budget per rollout, thinking included."""
+    temperature: float
+    """Rollout sampling temperature; 0: greedy (every completion of a question alike, so no learning signal: for
+    comparing the engines only)."""
+    top_p: float
+    """Nucleus of the rollout sampling."""
+    learning_rate: float
+    """Constant learning rate of the adapter during GRPO."""
+    beta: float
+    """KL penalty towards the SFT adapter (a frozen copy of it); 0 loads no reference."""
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"]
+    """TRL's GRPO loss aggregation (trl.GRPOConfig.loss_type)."""
+    engine: Literal["static", "generate"]
+    """Rollouts from `static`, our engine (seeded nucleus sampling, a CUDA graph per decode step on a GPU), or
+    `generate`: TRL's own path through transformers' generate(), the reference."""
+
+
+@dataclass
 class McqSetConfig:
     source: str
     """`sample` (our bundled questions, data/sample/mcq.jsonl), a local .json/.jsonl/.parquet/.csv copy, or
@@ -233,6 +275,8 @@ class Params:
     """The adapter (train)."""
     train: TrainConfig
     """The trainer (train; max_seq_length also prepare and evaluate, load_in_4bit also evaluate)."""
+    rl: RlConfig
+    """Reinforcement learning on verifiable answers after SFT (rl)."""
     eval: EvalConfig
     """Scoring base and tuned (evaluate_base, evaluate)."""
     bench: BenchConfig
@@ -256,6 +300,7 @@ POSITIVE = ("data.eval_rows", "lora.r", "lora.alpha", "train.max_seq_length", "t
             "train.gradient_accumulation_steps", "train.max_steps", "train.learning_rate", "train.logging_steps",
             "train.save_steps", "eval.num_samples", "eval.max_new_tokens", "eval.mcq_protocol.max_new_tokens",
             "eval.mcq_protocol.samples", "model.tiny.*",
+            "rl.prompts_per_step", "rl.max_new_tokens", "rl.learning_rate",
             "bench.skip_steps", "bench.measure_steps", "bench.memory_budget_gib", "bench.peak_tflops",
             "bench.generate.*")
 """Params that must be > 0 (`section.*`: every field of the section)."""
@@ -268,7 +313,7 @@ def rules(p: Params) -> list[tuple[str, Any, bool, str]]:
     positive = [(key, value_at(p, key)) for key in [k for k in POSITIVE if not k.endswith(".*")] + keys]
     if p.eval.batch_size != "auto":
         positive.append(("eval.batch_size", p.eval.batch_size))
-    tiny, train, protocol = p.model.tiny, p.train, p.eval.mcq_protocol
+    tiny, train, protocol, rl = p.model.tiny, p.train, p.eval.mcq_protocol, p.rl
     return [
         *((key, value, value > 0, "> 0") for key, value in positive),
         ("seed", p.seed, 0 <= p.seed < SEED_RANGE, f"an integer in 0..{SEED_RANGE - 1}"),
@@ -286,6 +331,15 @@ def rules(p: Params) -> list[tuple[str, Any, bool, str]]:
         ("eval.mcq_protocol.top_p", protocol.top_p, 0 < protocol.top_p <= 1, "in (0, 1]"),
         ("eval.mcq_protocol.decoding", protocol.decoding, protocol.decoding == "greedy" or p.eval.engine == "static",
          "greedy with eval.engine generate (sampling runs in the static engine)"),
+        ("rl.max_steps", rl.max_steps, rl.max_steps >= 0, ">= 0 (0: the SFT adapter is handed on unchanged)"),
+        ("rl.max_rows", rl.max_rows, rl.max_rows is None or rl.max_rows >= 1, "null (all) or >= 1"),
+        ("rl.num_generations", rl.num_generations, rl.num_generations >= 2,
+         ">= 2 (GRPO compares each question's completions with each other)"),
+        ("rl.temperature", rl.temperature, rl.temperature >= 0, ">= 0 (0: greedy rollouts)"),
+        ("rl.top_p", rl.top_p, 0 < rl.top_p <= 1, "in (0, 1]"),
+        ("rl.beta", rl.beta, rl.beta >= 0, ">= 0"),
+        ("rl.max_new_tokens", rl.max_new_tokens, rl.max_new_tokens < train.max_seq_length,
+         f"below train.max_seq_length ({train.max_seq_length}), which bounds prompt + completion in the update"),
         ("lora.dropout", p.lora.dropout, 0 <= p.lora.dropout < 1, "in [0, 1)"),
         ("lora.target_modules", p.lora.target_modules, bool(p.lora.target_modules)
          and len(set(p.lora.target_modules)) == len(p.lora.target_modules), "a non-empty list of distinct names"),

@@ -7,7 +7,7 @@
     python -m stages.ask --hide-thinking --max-new-tokens 1024 --temperature 0.6 "..."
 
 Reads   params.yaml: train.load_in_4bit, train.max_seq_length, eval.max_new_tokens (the default budget);
-        models/base/ + models/adapter/ (as evaluate loads them), or with --model a merged model's folder: the export,
+        models/base/ + models/tuned/ (as evaluate loads them), or with --model a merged model's folder: the export,
         models/export/ (python -m stages.export), whose root is the merged model (or any transformers model folder)
 Greedy unless --temperature is above 0. The prompt is the R1 inference prompt the model was trained with; the
 thinking is dimmed on a terminal (between [thinking] and [answer] markers elsewhere), and the answer follows
@@ -24,7 +24,7 @@ from medical_r1 import UserError, config, files, runtime
 from medical_r1.data import prompts
 from medical_r1.generation import inference, streaming
 from medical_r1.model import base_model
-from medical_r1.artifacts import ADAPTER, BASE, EXPORT
+from medical_r1.artifacts import BASE, EXPORT, TUNED
 from medical_r1.model.base_model import BaseModel
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("question", nargs="?", help="the question (none: read questions from stdin)")
     parser.add_argument("--file", type=Path, help="a file with one question per line")
     parser.add_argument("--model", type=Path, help=f"a merged model's folder, e.g. the export, {EXPORT.path} "
-                                                    f"(default: {BASE.path} + {ADAPTER.path})")
+                                                    f"(default: {BASE.path} + {TUNED.path})")
     parser.add_argument("--max-new-tokens", type=int, help="generation budget (default: eval.max_new_tokens)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 (default) answers greedily")
     parser.add_argument("--hide-thinking", action="store_true", help="print the answer only")
@@ -58,8 +58,8 @@ def load(merged: Path | None, load_in_4bit: bool):
         files.require_inputs([merged / "config.json"], "python -m stages.export")
         return inference.load(BaseModel(str(merged), None, str(merged)), None, False)
     files.require_inputs([BASE.path / base_model.BASE_FILE], "prepare")
-    files.require_inputs([ADAPTER.path / "adapter_config.json"], "train")
-    return inference.load(BaseModel.read(BASE.path), ADAPTER.path, load_in_4bit)
+    files.require_inputs([TUNED.path / "adapter_config.json"], "rl")
+    return inference.load(BaseModel.read(BASE.path), TUNED.path, load_in_4bit)
 
 
 def questions(question: str | None, file: Path | None):

@@ -9,6 +9,7 @@ pipeline runs. Params are composed from conf/ as `dvc exp run -S ...` composes t
     python scripts/bench_flash_varlen.py run ...    # the same, one varlen attention call per layer on torch < 2.12
     python -m stages.bench generate -S recipe=speed_8b              # decoding: generate() vs the static engine
     python -m stages.bench generate -S recipe=speed_8b --variants base-auto tuned-auto   # MedQA-sized evaluation
+    python -m stages.bench grpo -S recipe=speed_8b_grpo             # GRPO steps: our rollout engine vs generate()
     python -m stages.bench chart reports/bench/*.json               # results -> reports/bench/throughput_memory.png
     python3 -m dvc repro bench/dvc.yaml                             # every measurement bench/dvc.yaml names
 
@@ -20,6 +21,8 @@ Writes  reports/bench/<name>.json      (run) GPU, versions, params; steady-state
         reports/bench/generate-<variant>.json, reports/bench/generate.png   (generate) new tokens/s, ms per step,
                                        prefill and decode time, peak memory, fraction of the roofline (weights,
                                        matrix work, KV cache); the tuned model's route and teacher-forced loss
+        reports/bench/grpo-<engine>.json (grpo) a GRPO step's seconds split into rollout, reward and policy update,
+                                       rollout new tokens/s, peak memory; one file per rollout engine
         reports/bench/throughput_memory.png   (chart) tokens/s and peak memory of the results given
 Each run is a process of its own (Unsloth patches transformers globally). Weights are whatever model.* says: the
 speed recipe's are seeded random (`weights: random` in the result), written once to bench.weights_dir.
@@ -34,20 +37,21 @@ from medical_r1 import UserError, config, files
 from medical_r1.artifacts import BENCH_RESULTS
 from medical_r1.model import precision
 from medical_r1.reporting import plots
-from medical_r1.speed import decoding, training
+from medical_r1.speed import decoding, grpo, training
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("run", "training steady state of the composed recipe"),
-                            ("generate", "decoding speed, base and tuned, generate() vs the static engine")):
+                            ("generate", "decoding speed, base and tuned, generate() vs the static engine"),
+                            ("grpo", "GRPO steps split into rollout, reward and update, per rollout engine")):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("-S", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                              help="as `dvc exp run -S`: recipe=<name> or any param")
         if name == "run":
             command.add_argument("--name", help="result file name (default: <backend>-<precision>)")
-        else:
+        elif name == "generate":
             command.add_argument("--variants", nargs="+", choices=list(decoding.VARIANTS), default=list(decoding.VARIANTS),
                                  help="what to measure (default: all, in this order)")
     chart = commands.add_parser("chart", help="draw reports/bench/throughput_memory.png from result files")
@@ -61,6 +65,11 @@ def main() -> None:
             files.write_json(BENCH_RESULTS / f"generate-{result['name']}.json", result)
             results.append(result)
         plots.generation_bars(results, BENCH_RESULTS / "generate.png")
+    elif args.command == "grpo":
+        for result in grpo.measure(config.compose(args.overrides)):
+            files.write_json(BENCH_RESULTS / f"{result['name']}.json", result)
+            print(f"bench {result['name']}: step {result['step_seconds']} s, rollouts {result['rollout_share']:.0%} "
+                  f"({result['rollout_tokens_per_second']:,.0f} new tokens/s)")
     else:
         params = config.compose(args.overrides)
         name = args.name or f"{params.train.backend}-{precision.for_training(params.train).name}"

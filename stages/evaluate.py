@@ -5,7 +5,7 @@
 
 Reads   params.yaml: seed (sampled MCQ decoding), data.task, data.on_bad_row, eval.*, train.load_in_4bit,
         train.max_seq_length; data/prepared/eval.jsonl, models/base/, each eval.mcq set's source (ours:
-        data/sample/mcq.jsonl); tuned also models/adapter/ and evaluate_base's reports/eval/base/metrics.json and
+        data/sample/mcq.jsonl); tuned also models/tuned/ and evaluate_base's reports/eval/base/metrics.json and
         reports/eval/base/generations.jsonl
 Writes  reports/eval/<model>/metrics.json   {"<model>": {...}}: eval_loss and perplexity (full text),
                                             response_loss, format_compliance, stop_rate, mean_generated_tokens,
@@ -35,7 +35,7 @@ from __future__ import annotations
 import sys
 
 from medical_r1 import UserError, artifacts, config, files, runtime
-from medical_r1.artifacts import ADAPTER, BASE, EVAL_ROWS, GENERATIONS, MODELS
+from medical_r1.artifacts import BASE, EVAL_ROWS, GENERATIONS, MODELS, TUNED
 from medical_r1.data import tasks
 from medical_r1.data.tasks import mcq
 from medical_r1.evaluation import scoring
@@ -57,7 +57,7 @@ def evaluate(name: str, evaluation, task_name: str, on_bad_row: str, load_in_4bi
              seed: int) -> None:
     files.require_inputs([EVAL_ROWS.path, BASE.path / base_model.BASE_FILE], "prepare")
     if name == "tuned":
-        files.require_inputs([ADAPTER.path / "adapter_config.json"], "train")
+        files.require_inputs([TUNED.path / "adapter_config.json"], "rl")
         artifacts.require_all(artifacts.EVAL_METRICS["base"], GENERATIONS["base"])
     artifacts.require_outputs_writable(artifacts.EVAL_STAGE[name])
     protocol = evaluation.mcq_protocol
@@ -68,7 +68,7 @@ def evaluate(name: str, evaluation, task_name: str, on_bad_row: str, load_in_4bi
     rows = files.read_jsonl(EVAL_ROWS.path)
     perf = {}
     if name == "tuned":
-        model, tokenizer, route = inference.load_tuned(BaseModel.read(BASE.path), ADAPTER.path, load_in_4bit)
+        model, tokenizer, route = inference.load_tuned(BaseModel.read(BASE.path), TUNED.path, load_in_4bit)
         perf["adapter"] = {"path": route.path, "merge_error": route.merge_error}
     else:
         model, tokenizer = inference.load(BaseModel.read(BASE.path), None, load_in_4bit)

@@ -5,7 +5,7 @@
     dvc repro export/dvc.yaml                              # the same as a DVC stage, never part of `dvc repro`
 
 Reads   params.yaml: seed, model.*, data.source, data.config, data.revision, lora.*, train.*;
-        models/base/, models/adapter/, data/prepared/eval.jsonl, reports/eval/base/metrics.json,
+        models/base/, models/tuned/, data/prepared/eval.jsonl, reports/eval/base/metrics.json,
         reports/eval/tuned/metrics.json,
         reports/train/run.json
 Writes  models/export/          the adapter merged into the base (config.json, safetensors in 5 GB shards, tokenizer,
@@ -14,7 +14,7 @@ Writes  models/export/          the adapter merged into the base (config.json, s
                                 tuned scores as metadata, how to load it). Pushed, it loads with plain transformers, no
                                 PEFT or Unsloth: AutoModelForCausalLM.from_pretrained("you/medical-r1"). A 4-bit run
                                 merges into its base dequantized to 16-bit (the card says so).
-        models/export/adapter/  the LoRA adapter alone (PEFT format, models/adapter/ as trained) with a card of its
+        models/export/adapter/  the LoRA adapter alone (PEFT format, models/tuned/ as rl hands it on) with a card of its
                                 own, for those who keep the base: PeftModel.from_pretrained(base, "you/medical-r1",
                                 subfolder="adapter")
         reports/export/metrics.json  the merge check: teacher-forced loss on the held-out rows with the adapter and
@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from medical_r1 import UserError, artifacts, config, files, runtime
-from medical_r1.artifacts import ADAPTER, BASE, EVAL_ROWS, EXPORT, MODELS
+from medical_r1.artifacts import BASE, EVAL_ROWS, EXPORT, MODELS, TUNED
 from medical_r1.generation import inference
 from medical_r1.model import base_model
 from medical_r1.model.base_model import BaseModel
@@ -59,12 +59,12 @@ def export(params, repo: str | None = None) -> None:
     """Merge the adapter into the base, check the merge on the held-out rows, and write models/export/ with cards
     that load from `repo`."""
     files.require_inputs([BASE.path / base_model.BASE_FILE, EVAL_ROWS.path], "prepare")
-    files.require_inputs([ADAPTER.path / "adapter_config.json"], "train")
+    files.require_inputs([TUNED.path / "adapter_config.json"], "rl")
     artifacts.require_all(*artifacts.read_by("export"))
     artifacts.require_outputs_writable("export")
     runtime.setup()
     rows = files.read_jsonl(EVAL_ROWS.path)
-    model, tokenizer = inference.load(BaseModel.read(BASE.path), ADAPTER.path, params.train.load_in_4bit, merge=False)
+    model, tokenizer = inference.load(BaseModel.read(BASE.path), TUNED.path, params.train.load_in_4bit, merge=False)
     started = time.perf_counter()
     with_adapter = inference.teacher_forced_loss(model, tokenizer, rows, "auto", params.train.max_seq_length)["full"]
     merge_started = time.perf_counter()
@@ -76,7 +76,7 @@ def export(params, repo: str | None = None) -> None:
     with files.replaced_dir(EXPORT.path) as work_dir:
         model.save_pretrained(work_dir, safe_serialization=True, max_shard_size=SHARD_SIZE)
         base_model.save_tokenizer(tokenizer, work_dir)
-        shutil.copytree(ADAPTER.path, work_dir / model_card.ADAPTER_FOLDER)
+        shutil.copytree(TUNED.path, work_dir / model_card.ADAPTER_FOLDER)
         model_card.save(work_dir, facts, str(model.dtype).removeprefix("torch."), (with_adapter, merged))
     artifacts.EXPORT_METRICS.write_json({
         "loss_with_adapter": round(with_adapter, 6), "loss_merged": round(merged, 6),

@@ -20,8 +20,6 @@ The recipe itself (load, checkpointing decision, LoRA, SFTTrainer) is medical_r1
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from medical_r1 import artifacts, config, files, runtime
 from medical_r1.artifacts import ADAPTER, BASE, CHECKPOINTS, EVAL_ROWS, TRAIN_ROWS
 from medical_r1.model import base_model
@@ -63,10 +61,7 @@ def fit(session: finetune.Session, train_rows: list[dict], eval_rows: list[dict]
 
 def save(session: finetune.Session, seconds: float, base: BaseModel, train) -> None:
     """The adapter and tokenizer, the step log and the run's numbers."""
-    with files.replaced_dir(ADAPTER.path) as work_dir:
-        session.model.save_pretrained(work_dir, safe_serialization=True)
-        sort_target_modules(work_dir)
-        base_model.save_tokenizer(session.tokenizer, work_dir)
+    finetune.save_adapter(session.model, session.tokenizer, ADAPTER.path)
     log = session.log
     steps, times = steplog.split_timings(log.rows)
     files.write_csv(artifacts.TRAIN_STEPS.path, steps)
@@ -82,16 +77,6 @@ def save(session: finetune.Session, seconds: float, base: BaseModel, train) -> N
                             finetune.resolve_optim(train.optim, runtime.cuda_available()))
     print(f"train: loss {metrics['train_loss_first']} -> {metrics['train_loss_final']} in {metrics['steps']} steps, "
           f"{perf['tokens_per_second']} tokens/s")
-
-
-def sort_target_modules(adapter_dir: Path) -> None:
-    """PEFT writes target_modules from a set, in an order that changes with Python's hash seed; sort it
-    so that reruns write byte-identical adapters."""
-    path = adapter_dir / "adapter_config.json"
-    adapter_config = files.read_json(path)
-    if isinstance(adapter_config.get("target_modules"), list):
-        adapter_config["target_modules"] = sorted(adapter_config["target_modules"])
-    files.write_json(path, adapter_config)
 
 
 if __name__ == "__main__":

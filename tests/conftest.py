@@ -1,7 +1,7 @@
 """Shared helpers: a scratch working directory with its own params.yaml, and running a stage in it.
 
-`Workdir.run` runs a stage's command: train as `dvc repro` does (`python -m stages.train`, a fresh process, since
-Unsloth patches transformers for the whole process), and so any stage given its own environment; the others in
+`Workdir.run` runs a stage's command: train and rl as `dvc repro` does (`python -m stages.train`, a fresh process,
+since Unsloth patches transformers for the whole process), and so any stage given its own environment; the others in
 this process (their main() through files.run_stage, in the directory, with their arguments), which saves
 seconds of imports per run. No stage may touch the network: tests/network_guard/sitecustomize.py refuses every
 host but this machine, in this process and in every process the tests start, and `Workdir.run` fails a test whose
@@ -32,7 +32,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # two test workers share tw
 REPO = Path(__file__).resolve().parents[1]
 NETWORK_GUARD = REPO / "tests" / "network_guard"
 NETWORK_REFUSED = network_guard.MARK
-IN_A_PROCESS_OF_ITS_OWN = {"train"}
+IN_A_PROCESS_OF_ITS_OWN = {"train", "rl"}
 
 
 def pytest_configure(config):
@@ -63,10 +63,12 @@ def stage_env(env: dict | None = None) -> dict:
     return {**os.environ, "PYTHONPATH": python_path, **(env or {})}
 SMALL = {"data.max_rows": 40, "data.eval_rows": 4, "train.max_steps": 2, "train.save_steps": 2,
          "train.per_device_train_batch_size": 2, "train.gradient_accumulation_steps": 1,
-         "model.tiny.vocab_size": 512, "eval.mcq_protocol.max_questions": 4, "eval.mcq_protocol.max_new_tokens": 16}
+         "model.tiny.vocab_size": 512, "eval.mcq_protocol.max_questions": 4, "eval.mcq_protocol.max_new_tokens": 16,
+         "rl.max_steps": 2, "rl.max_new_tokens": 16}
 
 
-COMMANDS = {"prepare": ["stages.prepare"], "train": ["stages.train"], "evaluate_base": ["stages.evaluate", "base"],
+COMMANDS = {"prepare": ["stages.prepare"], "train": ["stages.train"], "rl": ["stages.rl"],
+            "evaluate_base": ["stages.evaluate", "base"],
             "evaluate": ["stages.evaluate", "tuned"], "report": ["stages.report"]}
 """dvc.yaml's stages, in order, and their commands (tests/test_deps.py checks them against dvc.yaml)."""
 
@@ -148,12 +150,11 @@ def evaluation(workdir: Workdir) -> dict:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> Workdir:
-    """The tiny base model and an adapter trained for 30 steps on 60 rows (it learns to close </think> and stop);
-    tests that change it work on a copy (`copy_of`)."""
+    """The tiny base model and an adapter trained for 30 steps on 60 rows (it learns to close </think> and stop),
+    then 2 GRPO steps (models/tuned); tests that change it work on a copy (`copy_of`)."""
     workdir = Workdir(tmp_path_factory.mktemp("trained"))
     workdir.params(small({"train.max_steps": 30, "train.save_steps": 30, "data.max_rows": 60, "data.eval_rows": 7}))
-    workdir.run("prepare")
-    workdir.run("train")
+    workdir.reproduce("prepare", "train", "rl")
     return workdir
 
 

@@ -69,7 +69,7 @@ def test_no_module_spells_an_artifact_path():
         assert not spelled, f"{module.relative_to(REPO)} spells {spelled}: use medical_r1.artifacts"
 
 
-@pytest.mark.parametrize("stage", ["prepare", "train", "evaluate", "report", "export"])
+@pytest.mark.parametrize("stage", ["prepare", "train", "rl", "evaluate", "report", "export"])
 def test_each_stage_docstring_names_what_it_reads_and_writes(stage):
     names = {n for n, body in stages() if body["cmd"].split()[2] == f"stages.{stage}"}
     doc = ast.get_docstring(ast.parse((REPO / f"stages/{stage}.py").read_text()))

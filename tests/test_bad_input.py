@@ -229,11 +229,25 @@ CASES = [
     Case("prompts_longer_than_the_model_are_cut_and_counted", data=jsonl(LONG),
          params={"train.max_seq_length": 1024, "eval.num_samples": 2, "eval.max_new_tokens": 8},
          stage="evaluate_base", before=("prepare",), metrics={"prompts_cut": 2, "samples": 2}),
+    # reinforcement learning: refused before any work, nothing written
+    Case("rl_unknown_reward", "rl.reward: must be one of answer; got 'style'", params={"rl.reward": "style"},
+         stage="rl"),
+    Case("rl_one_generation_per_question", "rl.num_generations: must be >= 2 (GRPO compares each question's",
+         params={"rl.num_generations": 1}, stage="rl"),
+    Case("rl_budget_past_the_training_length", "rl.max_new_tokens: must be below train.max_seq_length (2048)",
+         params={"rl.max_new_tokens": 4096}, stage="rl"),
+    Case("rl_rows_without_a_verifiable_answer", "rl.source 'rl.jsonl': no verifiable question (2 unknown_shape)",
+         params={"rl.source": "rl.jsonl", "data.on_bad_row": "skip"}, stage="rl", before=("prepare", "train"),
+         files={"rl.jsonl": jsonl([{"question": "What is it?"}, {"Question": "Why?", "Response": "Because."}])}),
+    Case("rl_rows_all_in_the_eval_set", "all 40 questions are in the evaluation sets",
+         params={"rl.source": "data/sample/mcq.jsonl"}, stage="rl", before=("prepare", "train")),
+    Case("rl_prompts_leave_no_room_for_the_budget", "rl.max_new_tokens: no RL prompt leaves room for 2,000 new tokens",
+         params={"rl.max_new_tokens": 2000}, stage="rl", before=("prepare", "train")),
     # files and order
     Case("train_before_prepare", "data/prepared/train.jsonl: missing; it is written by prepare", stage="train"),
     Case("evaluate_before_prepare", "data/prepared/eval.jsonl: missing; it is written by prepare",
          stage="evaluate_base"),
-    Case("evaluate_tuned_without_an_adapter", "models/adapter/adapter_config.json: missing; it is written by train",
+    Case("evaluate_tuned_without_an_adapter", "models/tuned/adapter_config.json: missing; it is written by rl",
          stage="evaluate", before=("prepare",)),
     Case("model_directory_without_weights", "model.name 'mymodel': no weights in this directory",
          params={"model.name": "mymodel"}, files={"mymodel/config.json": b"{}", "mymodel/tokenizer.json": b"{}"}),
@@ -279,7 +293,7 @@ def test_bad_input(workdir, case):
         assert stats["rows_skipped"] == sum(case.skipped.values())
 
 
-OUTPUTS = ("data/prepared", "models/base", "models/adapter", "reports")
+OUTPUTS = ("data/prepared", "models/base", "models/adapter", "models/tuned", "reports")
 
 
 def snapshot(workdir) -> dict:

@@ -50,6 +50,19 @@ def test_bench_measures_the_recipe_on_cpu(workdir):
 
 
 @pytest.mark.slow
+def test_a_grpo_step_is_split_into_rollout_reward_and_update_for_both_engines(workdir):
+    out = run_bench(workdir, "grpo", *SMALL_RUN, "-S", f"bench.weights_dir={workdir / 'weights'}",
+                    "-S", "rl.max_new_tokens=16", "-S", "train.backend=hf")
+    assert out.returncode == 0, out.stderr[-3000:]
+    for engine in ("static", "generate"):
+        result = json.loads((workdir / f"reports/bench/grpo-{engine}.json").read_text())
+        assert (result["engine"], result["weights"], result["timed_steps"]) == (engine, "random", 2)
+        assert result["completions_per_step"] == 8 and result["rollout_tokens_per_second"] > 0
+        parts = result["rollout_seconds"] + result["reward_seconds"] + result["update_seconds"]
+        assert parts == pytest.approx(result["step_seconds"], abs=0.01) and 0 < result["rollout_share"] < 1
+
+
+@pytest.mark.slow
 def test_what_needs_a_gpu_is_refused_in_one_sentence(workdir):
     weights = ["-S", f"bench.weights_dir={workdir / 'weights'}"]
     (workdir / "models").mkdir()

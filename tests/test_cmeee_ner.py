@@ -73,7 +73,7 @@ def test_occurrences_include_overlapping_ones():
 def test_chinese_cot_rows_run_prepare_train_evaluate(workdir):
     """data.config=zh on the bundled sample: Chinese rows in the medical-o1 columns."""
     workdir.params(small({"data.config": "zh", "eval.num_samples": 2, "eval.max_new_tokens": 16}))
-    workdir.reproduce("prepare", "train", "evaluate_base", "evaluate")
+    workdir.reproduce("prepare", "train", "rl", "evaluate_base", "evaluate")
     stats = json.loads((workdir / "reports/prepare/stats.json").read_text())
     assert stats["rows_read"] == 120  # the bundled Chinese sample
     train_rows = [json.loads(line) for line in (workdir / "data/prepared/train.jsonl").read_text().splitlines()]

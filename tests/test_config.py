@@ -91,6 +91,23 @@ def test_the_r1_recipes_score_medqa_medmcqa_and_pubmedqa_as_published(tmp_path, 
     assert (protocol.temperature, protocol.top_p) == (0.6, 0.95)  # for `-S eval.mcq_protocol.decoding=sampled`
 
 
+def test_the_grpo_recipe_continues_the_reference_one_on_medqa_train(tmp_path):
+    """r1_medical_grpo is r1_medical_en's SFT, then GRPO on MedQA's train split (its test split is what evaluate
+    scores); every SFT-only recipe hands the SFT adapter on unchanged."""
+    grpo = config.load(compose(tmp_path, "recipe=r1_medical_grpo"))
+    sft = config.load(compose(tmp_path, "recipe=r1_medical_en"))
+    assert (grpo.model, grpo.data, grpo.lora, grpo.eval) == (sft.model, sft.data, sft.lora, sft.eval)
+    rl = grpo.rl
+    assert (rl.source, rl.split, rl.reward, rl.engine) == ("hf:GBaker/MedQA-USMLE-4-options", "train", "answer",
+                                                           "static")
+    assert grpo.eval.mcq_sets["medqa"].source == rl.source and grpo.eval.mcq_sets["medqa"].split == "test"
+    assert (rl.max_steps, rl.num_generations, rl.max_new_tokens) == (100, 8, 2048)
+    assert rl.max_new_tokens < grpo.train.max_seq_length
+    for recipe in ("r1_medical_en", "r1_medical_zh", "fast_gpu", "cmeee_ner", "embedded_ner", "embedded_zh",
+                   "speed_8b"):
+        assert config.load(compose(tmp_path, f"recipe={recipe}")).rl.max_steps == 0, recipe
+
+
 def test_sampled_pass_at_1_is_one_override_away(tmp_path):
     sampled = config.load(compose(tmp_path, "recipe=r1_medical_en", "eval.mcq_protocol.decoding=sampled",
                                   "eval.mcq_protocol.samples=4")).eval.mcq_protocol
@@ -118,6 +135,11 @@ def test_every_field_has_a_docstring():
     ({"lora.target_modules": "q_proj"}, "lora.target_modules: expected a list"),
     ({"data.on_bad_row": "ignore"}, "data.on_bad_row: must be one of error, skip"),
     ({"lora.dropout": 1.5}, "lora.dropout: must be in [0, 1)"),
+    ({"rl.num_generations": 1}, "rl.num_generations: must be >= 2"),
+    ({"rl.reward": "length"}, "rl.reward: must be one of answer; got 'length'"),
+    ({"rl.loss_type": "ppo"}, "rl.loss_type: must be one of grpo, dr_grpo, dapo, bnpo, cispo, sapo"),
+    ({"rl.top_p": 0}, "rl.top_p: must be in (0, 1]"),
+    ({"rl.max_steps": -1}, "rl.max_steps: must be >= 0"),
     ({"data": []}, "data: expected a mapping"),
     ({"eval.mcq": ["medqa", "usmle"]}, "eval.mcq: must be a list of distinct names from eval.mcq_sets ("),
     ({"eval.mcq_protocol.samples": 4}, "eval.mcq_protocol.samples: must be 1 with greedy decoding"),

@@ -16,10 +16,13 @@ FRESH_CLONE = {
     "prepare": [{"changed outs": {"data/prepared": "not in cache", "models/base": "not in cache"}}],
     "train": [{"changed deps": {"data/prepared": "deleted", "models/base": "deleted"}},
               {"changed outs": {"models/adapter": "not in cache", "reports/train/run.json": "not in cache"}}],
+    "rl": [{"changed deps": {"data/prepared/eval.jsonl": "deleted", "models/base": "deleted",
+                             "models/adapter": "deleted"}},
+           {"changed outs": {"models/tuned": "not in cache"}}],
     "evaluate_base": [{"changed deps": {"data/prepared/eval.jsonl": "deleted", "models/base": "deleted"}},
                       {"changed outs": {"reports/eval/base/generations.jsonl": "not in cache"}}],
     "evaluate": [{"changed deps": {"data/prepared/eval.jsonl": "deleted", "models/base": "deleted",
-                                   "models/adapter": "deleted", "reports/eval/base/generations.jsonl": "deleted"}},
+                                   "models/tuned": "deleted", "reports/eval/base/generations.jsonl": "deleted"}},
                  {"changed outs": {"reports/eval/tuned/generations.jsonl": "not in cache",
                                    "reports/eval/samples.jsonl": "not in cache"}}],
     "report": [{"changed deps": {"reports/train/run.json": "deleted", "reports/eval/samples.jsonl": "deleted"}},
@@ -37,7 +40,8 @@ def test_outputs_missing_from_a_fresh_clone_are_not_staleness():
     verdict = judge(FRESH_CLONE, PIPELINE, {}, LOCK)
     assert verdict.up_to_date and verdict.downstream == []
     assert verdict.unchecked == ["data/prepared/eval.jsonl"]  # a file of prepare's directory output
-    assert verdict.missing == ["data/prepared", "models/adapter", "models/base", "reports/eval/base/generations.jsonl",
+    assert verdict.missing == ["data/prepared", "models/adapter", "models/base", "models/tuned",
+                               "reports/eval/base/generations.jsonl",
                                "reports/eval/samples.jsonl", "reports/eval/tuned/generations.jsonl",
                                "reports/report.md", "reports/train/run.json"]
 
@@ -52,13 +56,13 @@ def test_a_param_change_names_its_stage_the_keys_and_what_runs_downstream():
     status = {**status, "report": [*status["report"], {"changed deps": {"params.yaml": {"lora": "modified"}}}]}
     verdict = judge(status, PIPELINE, changes, LOCK)
     assert verdict.stale == {"train": [line], "report": [line]}
-    assert verdict.downstream == ["evaluate"]
+    assert verdict.downstream == ["rl", "evaluate"]
 
 
 def test_code_changes_and_results_that_differ_from_the_lock_are_stale():
     verdict = judge(with_change("prepare", "changed deps", "stages/prepare.py", "modified"), PIPELINE, {}, LOCK)
     assert verdict.stale == {"prepare": ["stages/prepare.py modified"]}
-    assert verdict.downstream == ["train", "evaluate_base", "evaluate", "report"]
+    assert verdict.downstream == ["train", "rl", "evaluate_base", "evaluate", "report"]
     edited = judge(with_change("train", "changed outs", "reports/train/metrics.json", "modified"), PIPELINE, {}, LOCK)
     assert edited.stale == {"train": ["reports/train/metrics.json differs from dvc.lock"]}
     gone = judge(with_change("train", "changed outs", "reports/train/metrics.json", "deleted"), PIPELINE, {}, LOCK)
@@ -91,4 +95,4 @@ def test_an_absent_output_the_lock_says_another_run_wrote_is_stale():
     next(dep for dep in lock["stages"]["train"]["deps"] if dep["path"] == "data/prepared")["md5"] = "0" * 32 + ".dir"
     verdict = judge(FRESH_CLONE, PIPELINE, {}, lock)
     assert verdict.stale == {"train": ["data/prepared is not what prepare wrote (dvc.lock)"]}
-    assert verdict.downstream == ["evaluate", "report"]
+    assert verdict.downstream == ["rl", "evaluate", "report"]

@@ -142,7 +142,7 @@ def test_a_stale_gpu_recipe_is_named_and_not_run(runner):
     try:
         code, comment = review(runner, "--pull")
         assert code == 1 and comment.index("**Stale results.**") < comment.index("## Metrics")
-        for stage in ("prepare", "train", "evaluate_base", "evaluate", "report"):
+        for stage in ("prepare", "train", "rl", "evaluate_base", "evaluate", "report"):
             assert f"> - `{stage}`: " in comment
         assert 'model.name: "tiny" -> "unsloth/DeepSeek-R1-Distill-Llama-8B"' in comment
         assert "**Not re-run**: model.name is 'unsloth/DeepSeek-R1-Distill-Llama-8B'" in comment

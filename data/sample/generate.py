@@ -1,4 +1,4 @@
-"""Write the bundled samples: data/sample/medical_cot.jsonl and data/sample/mcq.jsonl.
+"""Write the bundled samples: data/sample/medical_cot.jsonl, data/sample/mcq.jsonl and data/sample/rl.jsonl.
 
     python data/sample/generate.py            # rewrites the file; same seed -> same bytes
 
@@ -6,6 +6,10 @@ Every row is in the schema of FreedomIntelligence/medical-o1-reasoning-SFT (Ques
 Response): a clinical vignette, a multi-sentence reasoning in the first person, and a short answer.
 mcq.jsonl holds diagnosis questions with four options, alternating the MedQA shape (options dict +
 answer_idx) and the MedMCQA shape (opa..opd + 0-based cop), for the MCQ benchmark in evaluate.
+rl.jsonl holds verifiable questions for the rl stage: diagnosis MCQs in the MedQA shape, and open-ended questions
+in the shape of FreedomIntelligence/medical-o1-verifiable-problem (Open-ended Verifiable Question, Ground-True
+Answer) whose answer is a diagnosis or a first-line management; drawn apart from mcq.jsonl (a vignette that
+happens to repeat an evaluation question is dropped by the rl stage, and counted).
 The text is ours, composed from the condition table below; it is teaching material for the offline
 default, not medical advice.
 """
@@ -19,6 +23,8 @@ ROWS = 320
 MCQ_ROWS = 40
 OUT = Path(__file__).with_name("medical_cot.jsonl")
 MCQ_OUT = Path(__file__).with_name("mcq.jsonl")
+RL_ROWS = 64
+RL_OUT = Path(__file__).with_name("rl.jsonl")
 
 # name, typical patient, presenting complaint, key findings, discriminating clue, mechanism, first-line management
 CONDITIONS = [
@@ -203,6 +209,17 @@ def mcq_row(rng, index):
             "answer": condition[0]}
 
 
+def rl_row(rng, index):
+    """Even rows: a diagnosis MCQ (MedQA shape); odd rows: an open-ended question with its short answer."""
+    if index % 2 == 0:
+        return mcq_row(rng, 0)
+    condition = rng.choice(CONDITIONS)
+    task = rng.choice(["diagnosis", "management"])
+    question = vignette(rng, condition, task)["Question"]
+    return {"Open-ended Verifiable Question": question,
+            "Ground-True Answer": condition[0] if task == "diagnosis" else condition[6]}
+
+
 def write(path, rows):
     with path.open("w", encoding="utf-8") as f:
         for row in rows:
@@ -215,6 +232,8 @@ def main():
     write(OUT, [vignette(rng, rng.choice(CONDITIONS), rng.choice(list(TASKS))) for _ in range(ROWS)])
     mcq_rng = random.Random(SEED + 1)
     write(MCQ_OUT, [mcq_row(mcq_rng, i) for i in range(MCQ_ROWS)])
+    rl_rng = random.Random(SEED + 2)
+    write(RL_OUT, [rl_row(rl_rng, i) for i in range(RL_ROWS)])
 
 
 if __name__ == "__main__":

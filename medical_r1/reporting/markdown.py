@@ -99,8 +99,28 @@ def samples_section(samples: list[dict]) -> list[str]:
     return lines
 
 
+def rl_section(rl, metrics: dict, perf: dict) -> list[str]:
+    """The GRPO step: what ran, how the reward moved, where its time went; one line when it did not run."""
+    if metrics["steps"] == 0:
+        return ["## Reinforcement learning", "", "None: rl.max_steps is 0, so the tuned model is the SFT adapter.", ""]
+    kl = f", KL {metrics['kl_final']}" if "kl_final" in metrics else ""
+    return [
+        "## Reinforcement learning", "",
+        f"GRPO ({rl.loss_type}, beta {rl.beta:g}) from the SFT adapter: {metrics['steps']} steps x "
+        f"{rl.prompts_per_step} questions x {rl.num_generations} completions of up to {rl.max_new_tokens} tokens "
+        f"(temperature {rl.temperature:g}, top-p {rl.top_p:g}, rollouts from the {rl.engine} engine) on "
+        f"{metrics['problems']} questions of `{rl.source}` ({metrics['in_eval']} dropped as evaluation questions, "
+        f"{metrics['rows_skipped']} skipped, {metrics['too_long']} too long). Reward `{rl.reward}`: 1 for the right "
+        "answer after a closed `</think>`.", "",
+        f"Reward {metrics['reward_first']} at the first step (the SFT policy) → {metrics['reward_final']} at the "
+        f"last; there, format rate {metrics['format_rate_final']}, mean completion "
+        f"{metrics['completion_length_final']} tokens, truncated {metrics['truncated_final']}{kl}. {perf['seconds']} s, "
+        f"{perf['rollout_share']:.0%} of it rollouts ({perf['rollout_tokens_per_second']:,.0f} new tokens/s).", "",
+        "![GRPO reward and completions](figures/rl.png)", ""]
+
+
 def build(params_rows: list[str], source: str, stats: dict, train: dict, train_perf: dict, run: dict,
-          evaluation: dict, samples: list[dict], model_name: str, mcq: list[str]) -> str:
+          evaluation: dict, samples: list[dict], model_name: str, mcq: list[str], rl: list[str]) -> str:
     tokens = stats["tokens"]
     memory = (f"{train_perf['peak_gpu_reserved_gib']} GiB GPU reserved" if "peak_gpu_reserved_gib" in train_perf
               else f"{train_perf['peak_rss_gib']} GiB RSS")
@@ -118,6 +138,7 @@ def build(params_rows: list[str], source: str, stats: dict, train: dict, train_p
         f"({train['tokens_seen']:,} tokens in {train_perf['train_seconds']} s: "
         f"{train_perf['tokens_per_second']:,.0f} tokens/s on {run['device']}, peak {memory}).", "",
         "![loss](figures/loss.png)", "", "![throughput and memory](figures/throughput_memory.png)", "",
+        *rl,
         "## Base vs tuned", "",
         f"Held-out rows; generations greedy on {evaluation['base.samples']} questions.", "",
         *metrics_table(evaluation), "", *counts_line(evaluation), "![before and after](figures/before_after.png)", "",

@@ -23,7 +23,7 @@ RANDOM_WARNING = ("> **Warning: `weights: random`.** The base model had seeded r
                   "no medicine and must never be used or published as a medical model.")
 RANDOM_BASE = "<the run's own base: random weights, on no hub>"
 """What the adapter's code loads as its base when the base had random weights (no hub repo holds them)."""
-NOT_ADVICE = ("Made by the medical-r1-lora DVC pipeline (prepare -> train -> evaluate -> export). Not medical advice: "
+NOT_ADVICE = ("Made by the medical-r1-lora DVC pipeline (prepare -> train -> rl -> evaluate -> export). Not medical advice: "
               "a research artifact.")
 
 
@@ -156,7 +156,7 @@ def adapter_use(export: Export) -> str:
 
 
 def training_rows(export: Export) -> list[tuple[str, Any]]:
-    """The training table: base model, data, LoRA and training params, where it ran, the commit."""
+    """The training table: base model, data, LoRA, SFT and RL params, where it ran, the commit."""
     params, run = export.params, export.run
     data, lora, train, model = params.data, params.lora, params.train, params.model
     return [("base model", f"`{model.name}`" + (f" at revision `{model.revision}`" if model.revision else "")),
@@ -170,7 +170,15 @@ def training_rows(export: Export) -> list[tuple[str, Any]]:
                          f"{train.gradient_accumulation_steps} accumulation, lr {train.learning_rate:g} "
                          f"({train.lr_scheduler_type}, {train.warmup_steps} warm-up), {run['optim']}, max length "
                          f"{train.max_seq_length}, seed {params.seed}"),
-            ("trained on", run["device"]), ("commit", export.commit)]
+            ("reinforcement learning", rl_row(params.rl)), ("trained on", run["device"]), ("commit", export.commit)]
+
+
+def rl_row(rl) -> str:
+    if rl.max_steps == 0:
+        return "none (SFT alone)"
+    return (f"GRPO ({rl.loss_type}), {rl.max_steps} steps x {rl.prompts_per_step} questions x {rl.num_generations} "
+            f"completions of up to {rl.max_new_tokens} tokens, reward `{rl.reward}`, lr {rl.learning_rate:g}, "
+            f"beta {rl.beta:g}, on `{rl.source}`")
 
 
 def merged_row(load_in_4bit: bool, dtype: str, losses: tuple[float, float]) -> tuple[str, str]:

@@ -47,6 +47,28 @@ def loss_curve(steps: list[dict], evals: list[dict], path: Path) -> None:
     _save(fig, path)
 
 
+def rl_curves(steps: list[dict], path: Path) -> None:
+    """GRPO per step: reward, accuracy and format rate; mean completion length and the truncated share."""
+    plt = _pyplot()
+    fig, (scores, lengths) = plt.subplots(1, 2, figsize=(11, 4))
+    x = [r["step"] for r in steps]
+    for column, style, color in (("reward", "-", TUNED_COLOR), ("accuracy", "--", "black"),
+                                 ("format_rate", ":", LR_COLOR)):
+        scores.plot(x, [r[column] for r in steps], style, color=color, label=column.replace("_", " "))
+    scores.set(xlabel="GRPO step", ylabel="share of completions", ylim=(-0.02, 1.02), title="Reward")
+    scores.legend(loc="upper left")
+    lengths.plot(x, [r["completion_length"] for r in steps], color=TUNED_COLOR, label="mean completion length")
+    lengths.set(xlabel="GRPO step", ylabel="new tokens", title="Completions")
+    truncated = lengths.twinx()
+    truncated.plot(x, [r["truncated"] for r in steps], "--", color=LR_COLOR, label="truncated (no EOS)")
+    truncated.set(ylabel="share truncated", ylim=(-0.02, 1.02))
+    lines = lengths.get_legend_handles_labels(), truncated.get_legend_handles_labels()
+    lengths.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], loc="upper left")
+    for ax in (scores, lengths):
+        ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
 def _memory(metrics: dict) -> tuple[float, str]:
     if "peak_gpu_reserved_gib" in metrics:
         return metrics["peak_gpu_reserved_gib"], "peak GPU memory reserved (GiB)"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medical_r1 import UserError, runtime
+from medical_r1 import UserError, files, runtime
 from medical_r1.model import backends, base_model, memory, precision
 from medical_r1.training import steplog
 from medical_r1.model.base_model import BaseModel
@@ -119,3 +119,17 @@ def sft_trainer(session: Session, train_rows: list[dict], eval_rows: list[dict] 
     return SFTTrainer(model=session.model, args=args, processing_class=session.tokenizer,
                       train_dataset=to_dataset(train_rows), eval_dataset=to_dataset(eval_rows) if eval_rows else None,
                       callbacks=callbacks)
+
+
+def save_adapter(model, tokenizer, directory: Path) -> None:
+    """The trainable adapter (`default`; not a frozen reference copy) and the tokenizer, replacing `directory` whole.
+    PEFT writes target_modules from a set, in an order that changes with Python's hash seed: sorted here, so that
+    reruns write byte-identical adapters."""
+    with files.replaced_dir(directory) as work_dir:
+        model.save_pretrained(work_dir, safe_serialization=True, selected_adapters=["default"])
+        config_path = work_dir / "adapter_config.json"
+        adapter_config = files.read_json(config_path)
+        if isinstance(adapter_config.get("target_modules"), list):
+            adapter_config["target_modules"] = sorted(adapter_config["target_modules"])
+        files.write_json(config_path, adapter_config)
+        base_model.save_tokenizer(tokenizer, work_dir)
