@@ -48,6 +48,8 @@ def _declare(path: str, writer: str | None, readers: tuple[str, ...] = (), kind:
 
 
 EVALUATORS = ("evaluate_base", "evaluate")
+CHECKED = _declare("reports/check.json", "check", ("prepare",), "uncached")
+"""check's record that params.yaml passed: always the same bytes, persisted (stages/check.py says why)."""
 SAMPLE = _declare("data/sample", None, ("prepare",), "source")
 MCQ_SAMPLE = _declare("data/sample/mcq.jsonl", None, ("rl", *EVALUATORS), "source")
 RL_SAMPLE = _declare("data/sample/rl.jsonl", None, ("rl",), "source")
@@ -94,7 +96,7 @@ EXPORT_METRICS = _declare("reports/export/metrics.json", "export", (), "metric")
 BENCH_RESULTS = Path("reports/bench")
 """Benchmark results (bench/dvc.yaml, `python -m stages.bench`): one JSON per measured run, and their charts."""
 
-ALL = [SAMPLE, MCQ_SAMPLE, RL_SAMPLE, PREPARED, EVAL_ROWS, BASE, PREPARE_STATS, ADAPTER, TRAIN_METRICS, TRAIN_PERF,
+ALL = [CHECKED, SAMPLE, MCQ_SAMPLE, RL_SAMPLE, PREPARED, EVAL_ROWS, BASE, PREPARE_STATS, ADAPTER, TRAIN_METRICS, TRAIN_PERF,
        RUN_INFO, TRAIN_STEPS, EVAL_LOSS, STEP_TIMES, TUNED, RL_METRICS, RL_PERF, RL_STEPS, *EVAL_METRICS.values(),
        *EVAL_PERF.values(), *GENERATIONS.values(), SAMPLES, BEFORE_AFTER, REPORT, FIGURES, EXPORT, EXPORT_METRICS]
 """Every declared artifact (tests/test_artifacts.py checks that none is left out)."""
@@ -144,11 +146,12 @@ def load_eval_perf(model: str) -> dict:
     return EVAL_PERF[model].read_json()[model]
 
 
-def save_run_info(device: str, weights: str, gradient_checkpointing: bool, optim: str) -> None:
+def save_run_info(device: str, weights: str, gradient_checkpointing: bool, optim: str, packing: bool) -> None:
     """What a training run resolved at run time: the device, `weights` (random or pretrained), whether activations
-    were recomputed, the optimizer."""
+    were recomputed, the optimizer, whether rows were packed (as the trainer ran: Unsloth unpacks where it cannot
+    pack)."""
     RUN_INFO.write_json({"device": device, "weights": weights, "gradient_checkpointing": gradient_checkpointing,
-                         "optim": optim})
+                         "optim": optim, "packing": packing})
 
 
 def load_run_info() -> dict:

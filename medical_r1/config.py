@@ -122,6 +122,9 @@ class TrainConfig:
     """AdamW weight decay."""
     lr_scheduler_type: str
     """Learning-rate schedule after warm-up."""
+    lr_scheduler_kwargs: dict[str, float]
+    """Arguments the schedule needs beyond warm-up and steps, e.g. {min_lr_rate: 0.1} for cosine_with_min_lr (stages/
+    check.py builds the schedule once and says what is missing)."""
     logging_steps: int
     """Log loss, learning rate and throughput every this many steps (each log makes the CPU wait for the GPU)."""
     save_steps: int

@@ -114,10 +114,57 @@ def require_writable(files: list[Path] = (), directories: list[Path] = ()) -> No
             raise UserError(f"{existing}: not writable, and this stage writes {path} there")
 
 
+SAFETENSORS_HEADER_LIMIT = 100 * 2**20
+"""The safetensors format's own bound on the JSON header (100 MB)."""
+
+
+def check_safetensors(path: Path, remedy: str) -> None:
+    """Stop before any work when `path` is not a whole safetensors file: an 8-byte header length, a JSON header that
+    fits in the file, tensors whose byte ranges end exactly at the file's end. `remedy` says what to do."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        header = f.read(length) if 0 < length <= min(SAFETENSORS_HEADER_LIMIT, size - 8) else b""
+    try:
+        tensors = json.loads(header.decode("utf-8")) if header else None
+        ends = [value["data_offsets"][1] for key, value in tensors.items() if key != "__metadata__"]
+    except (UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        tensors = None
+    if tensors is None:
+        raise UserError(f"{path}: not a safetensors file (no readable header); {remedy}")
+    if 8 + length + max(ends, default=0) != size:
+        raise UserError(f"{path}: truncated or padded ({size:,} bytes where its header promises "
+                        f"{8 + length + max(ends, default=0):,}); {remedy}")
+
+
+def read_json_file(path: Path, remedy: str) -> Any:
+    """A JSON file another stage or a tool wrote, or one sentence naming it (cut off, not JSON, not UTF-8)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise UserError(f"{path}: not a complete JSON file ({type(err).__name__}: {str(err)[:80]}); {remedy}") \
+            from None
+
+
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main(); a UserError ends it with its one-sentence message and exit code 2."""
+    """Run a stage's main(); a UserError ends it with its one-sentence message and exit code 2, Ctrl-C with one line
+    and exit code 130. A stage during which params.yaml changed fails too: DVC records a stage's results under the
+    params.yaml it finds at the end, and two `dvc exp run` at once rewrite the one params.yaml, so without this the
+    results of one run would be filed (dvc.lock, the run-cache) under the other's params."""
+    from medical_r1.config import PARAMS_FILE
+
+    started_with = PARAMS_FILE.read_bytes() if PARAMS_FILE.is_file() else None
     try:
         main()
+        if (PARAMS_FILE.read_bytes() if PARAMS_FILE.is_file() else None) != started_with:
+            raise UserError(f"{PARAMS_FILE} changed while this stage ran (a second `dvc exp run`, or an edit): its "
+                            "results are not recorded under params it did not run with; run it again when nothing "
+                            "else is running")
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("\ninterrupted: this run's results are not recorded (DVC keeps what it had); run it again",
+              file=sys.stderr)  # on a line of its own, after any progress bar
+        sys.exit(130)

@@ -13,7 +13,8 @@ The verdict comes from `dvc status` of dvc.yaml's stages against the committed d
 Outputs that are only missing from this checkout (DVC-cached, never pulled) are not staleness; with --pull, the
 comment says whether the DVC remote holds them all.
 
-Exit status: 0 when the comment's results belong to the change, 1 when they are stale and were not re-run.
+Exit status: 0 when the comment's results belong to the change, 1 when they are stale and were not re-run, 2 when
+the working tree has uncommitted changes to tracked files (the review judges commits, and would stage dvc.lock).
 """
 
 from __future__ import annotations
@@ -177,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", required=True, help="the revision to diff against, e.g. origin/main")
     parser.add_argument("--pull", action="store_true", help="pull the outputs from the default DVC remote first")
     args = parser.parse_args(argv)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                           text=True, check=True).stdout.split("\n")
+    if any(dirty):
+        print(f"error: uncommitted changes to {', '.join(line[3:] for line in dirty if line)}: the review judges the "
+              "committed change; commit or stash them first", file=sys.stderr)
+        return 2
     comment, belongs = review(args.base, args.pull)
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(comment, encoding="utf-8")

@@ -24,6 +24,9 @@ class Pipeline:
     deps: dict[str, list[str]]
     outs: dict[str, list[str]]
     cached: set[str] = field(default_factory=set)
+    persisted: set[str] = field(default_factory=set)
+    """Outputs DVC leaves in place while their stage runs: here only check's record, the same bytes every time, so
+    its stage running again changes nothing downstream."""
 
     @classmethod
     def read(cls, path: Path) -> Pipeline:
@@ -37,6 +40,8 @@ class Pipeline:
                     pipeline.outs[name].append(out)
                     if (options or {}).get("cache", True):
                         pipeline.cached.add(out)
+                    if (options or {}).get("persist", False):
+                        pipeline.persisted.add(out)
         return pipeline
 
     def producer(self, path: str) -> str | None:
@@ -49,7 +54,8 @@ class Pipeline:
 
     def downstream(self, stages: set[str]) -> list[str]:
         """The stages that read, directly or through others, what `stages` write (in dvc.yaml's order)."""
-        feeds = {stage: {self.producer(dep) for dep in deps} for stage, deps in self.deps.items()}
+        feeds = {stage: {self.producer(dep) for dep in deps if dep not in self.persisted}
+                 for stage, deps in self.deps.items()}
         reached = set(stages)
         changed = True
         while changed:

@@ -17,16 +17,16 @@ thinking is dimmed on a terminal (between [thinking] and [answer] markers elsewh
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 from medical_r1 import UserError, config, files, runtime
+from medical_r1.artifacts import BASE, EXPORT, TUNED
 from medical_r1.data import prompts
 from medical_r1.generation import inference, streaming
 from medical_r1.model import base_model
-from medical_r1.artifacts import BASE, EXPORT, TUNED
 from medical_r1.model.base_model import BaseModel
-
 
 
 def main() -> None:
@@ -40,13 +40,16 @@ def main() -> None:
     parser.add_argument("--hide-thinking", action="store_true", help="print the answer only")
     args = parser.parse_args()
     params = config.load()
-    budget = args.max_new_tokens or params.eval.max_new_tokens
+    budget = params.eval.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens
     if not 0 < budget < params.train.max_seq_length:
         raise UserError(f"--max-new-tokens: must be in 1..{params.train.max_seq_length - 1}, got {budget}")
-    if args.temperature < 0:
-        raise UserError(f"--temperature: must be >= 0, got {args.temperature}")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise UserError(f"--temperature: must be a finite number >= 0, got {args.temperature}")
+    if args.question is not None and not args.question.strip():
+        raise UserError("question: empty; ask a question, or give none to type questions one per line")
+    asked = list(questions(args.question, args.file)) if args.question or args.file else None
     model, tokenizer = load(args.model, params.train.load_in_4bit)
-    for question in questions(args.question, args.file):
+    for question in asked if asked is not None else questions(None, None):
         answer(model, tokenizer, question, budget, args.temperature, args.hide_thinking,
                params.train.max_seq_length)
 
@@ -56,9 +59,12 @@ def load(merged: Path | None, load_in_4bit: bool):
     runtime.setup()
     if merged is not None:
         files.require_inputs([merged / "config.json"], "python -m stages.export")
-        return inference.load(BaseModel(str(merged), None, str(merged)), None, False)
+        model = BaseModel(str(merged), None, str(merged))
+        base_model.require_weights(model, "run `python -m stages.export` again")
+        return inference.load(model, None, False)
     files.require_inputs([BASE.path / base_model.BASE_FILE], "prepare")
     files.require_inputs([TUNED.path / "adapter_config.json"], "rl")
+    base_model.require_adapter(TUNED.path, BASE.path, "train and rl")
     return inference.load(BaseModel.read(BASE.path), TUNED.path, load_in_4bit)
 
 
@@ -69,7 +75,13 @@ def questions(question: str | None, file: Path | None):
     elif file is not None:
         if not file.is_file():
             raise UserError(f"--file {file}: no such file")
-        yield from (line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip())
+        try:
+            lines = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError:
+            raise UserError(f"--file {file}: not UTF-8 text; give a text file, one question per line") from None
+        if not lines:
+            raise UserError(f"--file {file}: no question in it (every line is empty)")
+        yield from lines
     else:
         interactive = sys.stdin.isatty()
         while True:
@@ -86,8 +98,11 @@ def answer(model, tokenizer, question: str, budget: int, temperature: float, hid
     """Generate with streaming; the text is printed as it arrives, split at `</think>`."""
     import torch
 
-    encoded = inference.cut_to(tokenizer(prompts.inference_prompt(question))["input_ids"], max_length - budget,
-                               tokenizer.bos_token_id)
+    encoded = tokenizer(prompts.inference_prompt(question))["input_ids"]
+    if len(encoded) > max_length - budget:
+        raise UserError(f"question: {len(encoded):,} tokens with the template, more than the {max_length - budget:,} "
+                        f"that fit before {budget:,} new tokens (train.max_seq_length {max_length:,}); shorten it or "
+                        "lower --max-new-tokens")
     ids = torch.tensor([encoded])
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
     printer = streaming.ThinkingPrinter(hide_thinking, sys.stdout.isatty())

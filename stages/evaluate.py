@@ -58,6 +58,7 @@ def evaluate(name: str, evaluation, task_name: str, on_bad_row: str, load_in_4bi
     files.require_inputs([EVAL_ROWS.path, BASE.path / base_model.BASE_FILE], "prepare")
     if name == "tuned":
         files.require_inputs([TUNED.path / "adapter_config.json"], "rl")
+        base_model.require_adapter(TUNED.path, BASE.path, "train and rl")
         artifacts.require_all(artifacts.EVAL_METRICS["base"], GENERATIONS["base"])
     artifacts.require_outputs_writable(artifacts.EVAL_STAGE[name])
     protocol = evaluation.mcq_protocol

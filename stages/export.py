@@ -60,6 +60,7 @@ def export(params, repo: str | None = None) -> None:
     that load from `repo`."""
     files.require_inputs([BASE.path / base_model.BASE_FILE, EVAL_ROWS.path], "prepare")
     files.require_inputs([TUNED.path / "adapter_config.json"], "rl")
+    base_model.require_adapter(TUNED.path, BASE.path, "train and rl")
     artifacts.require_all(*artifacts.read_by("export"))
     artifacts.require_outputs_writable("export")
     runtime.setup()
@@ -76,7 +77,8 @@ def export(params, repo: str | None = None) -> None:
     with files.replaced_dir(EXPORT.path) as work_dir:
         model.save_pretrained(work_dir, safe_serialization=True, max_shard_size=SHARD_SIZE)
         base_model.save_tokenizer(tokenizer, work_dir)
-        shutil.copytree(TUNED.path, work_dir / model_card.ADAPTER_FOLDER)
+        shutil.copytree(TUNED.path, work_dir / model_card.ADAPTER_FOLDER,  # the PEFT adapter as users load it:
+                        ignore=shutil.ignore_patterns(base_model.TRAINED_ON))  # without this repo's record of its base
         model_card.save(work_dir, facts, str(model.dtype).removeprefix("torch."), (with_adapter, merged))
     artifacts.EXPORT_METRICS.write_json({
         "loss_with_adapter": round(with_adapter, 6), "loss_merged": round(merged, 6),

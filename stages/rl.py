@@ -40,6 +40,7 @@ def main() -> None:
     rl, max_seq_length = params.rl, params.train.max_seq_length
     files.require_inputs([EVAL_ROWS.path, BASE.path / base_model.BASE_FILE], "prepare")
     files.require_inputs([ADAPTER.path / "adapter_config.json"], "train")
+    base_model.require_adapter(ADAPTER.path, BASE.path, "train")
     artifacts.require_outputs_writable("rl")
     if rl.max_steps == 0:
         hand_on_sft()
@@ -51,7 +52,7 @@ def main() -> None:
                          params.seed)
     with tempfile.TemporaryDirectory() as scratch:
         seconds = grpo.fit(session, problems, rl, params.seed, scratch)
-    finetune.save_adapter(session.model, session.tokenizer, TUNED.path)
+    finetune.save_adapter(session.model, session.tokenizer, TUNED.path, BASE.path)
     metrics, perf = grpo.summarize(session.log, len(problems), seconds)
     artifacts.RL_METRICS.write_json(metrics | stats)
     artifacts.RL_PERF.write_json(perf | runtime.peak_memory())

@@ -61,7 +61,7 @@ def fit(session: finetune.Session, train_rows: list[dict], eval_rows: list[dict]
 
 def save(session: finetune.Session, seconds: float, base: BaseModel, train) -> None:
     """The adapter and tokenizer, the step log and the run's numbers."""
-    finetune.save_adapter(session.model, session.tokenizer, ADAPTER.path)
+    finetune.save_adapter(session.model, session.tokenizer, ADAPTER.path, BASE.path)
     log = session.log
     steps, times = steplog.split_timings(log.rows)
     files.write_csv(artifacts.TRAIN_STEPS.path, steps)
@@ -74,7 +74,10 @@ def save(session: finetune.Session, seconds: float, base: BaseModel, train) -> N
     artifacts.TRAIN_METRICS.write_json(metrics)
     artifacts.TRAIN_PERF.write_json(perf)
     artifacts.save_run_info(runtime.device_name(), base.init, session.gradient_checkpointing,
-                            finetune.resolve_optim(train.optim, runtime.cuda_available()))
+                            finetune.resolve_optim(train.optim, runtime.cuda_available()), session.packing)
+    if train.packing and not session.packing:
+        print("train: train.packing is true, but the trainer could not pack rows here and trained them unpacked "
+              "(reports/train/run.json records packing: false)")
     print(f"train: loss {metrics['train_loss_first']} -> {metrics['train_loss_final']} in {metrics['steps']} steps, "
           f"{perf['tokens_per_second']} tokens/s")
 

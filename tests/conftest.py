@@ -67,7 +67,7 @@ SMALL = {"data.max_rows": 40, "data.eval_rows": 4, "train.max_steps": 2, "train.
          "rl.max_steps": 2, "rl.max_new_tokens": 16}
 
 
-COMMANDS = {"prepare": ["stages.prepare"], "train": ["stages.train"], "rl": ["stages.rl"],
+COMMANDS = {"check": ["stages.check"], "prepare": ["stages.prepare"], "train": ["stages.train"], "rl": ["stages.rl"],
             "evaluate_base": ["stages.evaluate", "base"],
             "evaluate": ["stages.evaluate", "tuned"], "report": ["stages.report"]}
 """dvc.yaml's stages, in order, and their commands (tests/test_deps.py checks them against dvc.yaml)."""

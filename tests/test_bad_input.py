@@ -6,12 +6,17 @@ does, and checks the exit code and the last line of stderr (or the counts in sta
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
 
 import pytest
+import yaml
 
 from medical_r1.evaluation.metrics import flatten
-from tests.conftest import REPO, small
+from tests.conftest import REPO, copy_of, small, stage_env
 
 GOOD = [{"Question": f"Question {i}?", "Complex_CoT": f"Reasoning {i}.", "Response": f"Answer {i}."}
         for i in range(30)]
@@ -44,6 +49,10 @@ MCQ = {"eval.mcq": ["file"], "eval.mcq_sets.file": {"source": "mcq.jsonl", "conf
 LONG = [{**g, "Question": g["Question"] + " word" * 3000} for g in GOOD]
 
 
+HEADER = b'{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}'
+"""A safetensors header promising 16 bytes of data."""
+
+
 def symlink_loop(path):
     path.symlink_to(path.name)
 
@@ -70,6 +79,8 @@ class Case:
     before: tuple = ()
     files: dict = field(default_factory=dict)
     """Other files to write first: path -> bytes (or a callable that makes the path)."""
+    damage: dict = field(default_factory=dict)
+    """Files to overwrite after the stages in `before` ran: path -> a function of their bytes."""
     metrics: dict | None = None
     """Expected values in reports/eval/base/metrics.json (stage evaluate_base, succeeding)."""
 
@@ -243,6 +254,33 @@ CASES = [
          params={"rl.source": "data/sample/mcq.jsonl"}, stage="rl", before=("prepare", "train")),
     Case("rl_prompts_leave_no_room_for_the_budget", "rl.max_new_tokens: no RL prompt leaves room for 2,000 new tokens",
          params={"rl.max_new_tokens": 2000}, stage="rl", before=("prepare", "train")),
+    # files that are cut off or of the wrong kind, and params that only a build can refuse
+    Case("truncated_local_weights", "mymodel/model.safetensors: truncated or padded",
+         params={"model.name": "./mymodel"}, files={"mymodel/config.json": b"{}", "mymodel/model.safetensors": (
+             len(HEADER).to_bytes(8, "little") + HEADER + b"1234")}),
+    Case("garbage_local_weights", "mymodel/model.safetensors: not a safetensors file",
+         params={"model.name": "./mymodel"}, files={"mymodel/config.json": b"{}",
+                                                     "mymodel/model.safetensors": b"<html>not found</html>"}),
+    Case("truncated_base_weights", "models/base/model.safetensors: truncated or padded (1,",
+         stage="train", before=("prepare",), damage={"models/base/model.safetensors": lambda b: b[:len(b) // 2]}),
+    Case("truncated_adapter", "models/tuned/adapter_model.safetensors: truncated or padded (",
+         stage="evaluate", before=("prepare", "train", "rl", "evaluate_base"),
+         damage={"models/tuned/adapter_model.safetensors": lambda b: b[:-100]}),
+    Case("half_written_adapter_config", "models/tuned/adapter_config.json: not a complete JSON file",
+         stage="evaluate", before=("prepare", "train", "rl", "evaluate_base"),
+         damage={"models/tuned/adapter_config.json": lambda b: b[:len(b) // 2]}),
+    Case("optimizer_without_its_package", "train.optim 'galore_adamw': cannot be built on this machine",
+         params={"train.optim": "galore_adamw"}, stage="check"),
+    Case("schedule_without_its_arguments", "train.lr_scheduler_type 'cosine_with_min_lr' with "
+         "train.lr_scheduler_kwargs {}: cannot be built", params={"train.lr_scheduler_type": "cosine_with_min_lr"},
+         stage="check"),
+    Case("warmup_stable_decay_without_its_arguments", "train.lr_scheduler_type 'warmup_stable_decay'",
+         params={"train.lr_scheduler_type": "warmup_stable_decay"}, stage="check"),
+    Case("schedule_with_its_arguments", params={"train.lr_scheduler_type": "cosine_with_min_lr",
+                                                "train.lr_scheduler_kwargs": {"min_lr_rate": 0.1}}, stage="check"),
+    Case("budget_leaves_no_room_for_the_prompt", "eval.max_new_tokens: 2,040 leaves 8 of train.max_seq_length's "
+         "2,048 tokens for a prompt", params={"eval.max_new_tokens": 2040}, stage="evaluate_base",
+         before=("prepare",)),
     # files and order
     Case("train_before_prepare", "data/prepared/train.jsonl: missing; it is written by prepare", stage="train"),
     Case("evaluate_before_prepare", "data/prepared/eval.jsonl: missing; it is written by prepare",
@@ -277,6 +315,8 @@ def test_bad_input(workdir, case):
     workdir.params(params)
     for stage in case.before:
         workdir.run(stage, env=case.env)
+    for name, damage in case.damage.items():
+        (workdir / name).write_bytes(damage((workdir / name).read_bytes()))
     before = snapshot(workdir)
     if case.message is not None:
         last = workdir.error_line(case.stage, env=case.env)
@@ -287,7 +327,7 @@ def test_bad_input(workdir, case):
     if case.metrics is not None:
         scores = flatten(json.loads((workdir / "reports/eval/base/metrics.json").read_text())["base"])
         assert {k: scores[k] for k in case.metrics} == case.metrics
-    else:
+    elif case.stage == "prepare":
         stats = json.loads((workdir / "reports/prepare/stats.json").read_text())
         assert stats["skipped_by_reason"] == case.skipped
         assert stats["rows_skipped"] == sum(case.skipped.values())
@@ -312,3 +352,58 @@ def test_the_suite_states_its_case_count():
     """README "Reliability" states how many cases this file holds."""
     readme = (REPO / "README.md").read_text()
     assert f"lists the {len(CASES)} cases" in readme
+
+
+@pytest.mark.slow
+def test_an_adapter_trained_on_another_base_is_refused(trained, tmp_path):
+    """prepare run again with another seed: the adapter in models/tuned belongs to the old base, and evaluate, export
+    and ask say so instead of scoring another model."""
+    workdir = copy_of(trained, tmp_path / "run")
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    (workdir / "params.yaml").write_text(yaml.safe_dump({**params, "seed": 7}))
+    workdir.run("prepare")
+    before = snapshot(workdir)
+    assert "models/tuned: trained on another base than models/base" in workdir.error_line("evaluate")
+    for module, *args in (["stages.export"], ["stages.ask", "Why?"]):
+        out = subprocess.run([sys.executable, "-m", module, *args], cwd=workdir.path, env=stage_env(),
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 2 and "trained on another base" in out.stderr.strip().splitlines()[-1], out.stderr
+    assert snapshot(workdir) == before
+
+
+def ask(workdir, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stages.ask", *args], cwd=workdir.path, env=stage_env(),
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, sentence", [
+    (["--file", "{tmp}/binary.bin"], "--file {tmp}/binary.bin: not UTF-8 text"),
+    (["--file", "{tmp}/blank.txt"], "--file {tmp}/blank.txt: no question in it"),
+    ([""], "question: empty"),
+    (["  "], "question: empty"),
+    (["--max-new-tokens", "0", "Why?"], "--max-new-tokens: must be in 1..2047, got 0"),
+    (["--temperature", "nan", "Why?"], "--temperature: must be a finite number >= 0, got nan"),
+    (["--temperature", "inf", "Why?"], "--temperature: must be a finite number >= 0, got inf"),
+    (["--max-new-tokens", "2000", "why " * 200], "question: "),
+])
+def test_ask_refuses_what_it_cannot_answer_in_one_sentence(trained, tmp_path, args, sentence):
+    (tmp_path / "binary.bin").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "blank.txt").write_text("\n  \n\n")
+    out = ask(trained, *(arg.replace("{tmp}", str(tmp_path)) for arg in args))
+    sentence = sentence.replace("{tmp}", str(tmp_path))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {sentence}"), last
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_a_stage_in_one_line(trained, tmp_path):
+    workdir = copy_of(trained, tmp_path / "run")
+    stage = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=workdir.path, env=stage_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(12)  # imports done, training under way
+    stage.send_signal(signal.SIGINT)
+    _, err = stage.communicate(timeout=120)
+    assert stage.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert any(line.startswith("interrupted: ") for line in err.splitlines()), err[-3000:]  # after the progress bar

@@ -126,6 +126,8 @@ def test_every_field_has_a_docstring():
 @pytest.mark.parametrize("overrides, message", [
     ({"train.max_stepz": 5}, "train.max_stepz: unknown key; did you mean train.max_steps?"),
     ({"lora.rank": 8}, "lora.rank: unknown key"),
+    ({"sead": 1}, "sead: unknown key; did you mean seed?"),
+    ({"train.lr_scheduler_kwargs": {"min_lr_rate": "low"}}, "train.lr_scheduler_kwargs.min_lr_rate: expected float"),
     ({"train.max_steps": "ten"}, "train.max_steps: expected int, got str 'ten'"),
     ({"train.max_steps": -1}, "train.max_steps: must be > 0, got -1"),
     ({"lora.r": 0}, "lora.r: must be > 0, got 0"),

@@ -3,9 +3,12 @@ committed results, the run-cache, experiments, recipes, a sweep and the review o
 
 The tests share one repository and run in file order."""
 
+import hashlib
 import json
 import re
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -78,7 +81,7 @@ def test_returning_to_params_that_ran_restores_from_the_run_cache(reproduced):
     back = dvc("exp", "run", cwd=reproduced).stdout
     for stage in ("train", "rl", "evaluate"):
         assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in back
-    assert "Running stage" not in back.replace("Running stage 'report'", "")
+    assert ran(back) <= {"check", "report"}  # check's output is persisted, so it runs (a second), never restores
     assert snapshot(reproduced, RESTORED) == first
 
 
@@ -91,10 +94,57 @@ def test_rl_steps_rerun_rl_and_what_follows_and_zero_hands_sft_on(reproduced):
     byte, so evaluate scores SFT alone."""
     for steps in (1, 0):  # evaluate reruns where the tuned adapter changed (no reward, no change: it is restored)
         assert {"rl", "report"} <= ran(dvc("exp", "run", "-S", f"rl.max_steps={steps}", cwd=reproduced).stdout) \
-            <= {"rl", "evaluate", "report"}
+            <= {"check", "rl", "evaluate", "report"}
         assert json.loads((reproduced / "reports/rl/metrics.json").read_text())["steps"] == steps
     sft = reproduced / "models/adapter"
     assert all((reproduced / "models/tuned" / f.name).read_bytes() == f.read_bytes() for f in sft.iterdir())
+    sh(["git", "checkout", "--", "."], reproduced)
+    dvc("checkout", "--force", cwd=reproduced)
+
+
+def output_files(root: Path) -> dict[str, str]:
+    """Every file under the pipeline's output folders, by its bytes' hash."""
+    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for top in ("data/prepared", "models", "reports") for path in sorted((root / top).rglob("*"))
+            if path.is_file()}
+
+
+@pytest.mark.parametrize("override, sentence", [
+    ("train.learning_rate=inf", "train.learning_rate: must be a finite number"),
+    ("train.lr_scheduler_type=cosine_with_min_lr", "train.lr_scheduler_type 'cosine_with_min_lr' with "
+                                                   "train.lr_scheduler_kwargs {}: cannot be built")])
+def test_a_refused_param_stops_dvc_before_any_output_goes(reproduced, override, sentence):
+    """DVC deletes a stage's outputs before it runs: the check stage refuses the value first, so none goes."""
+    before = output_files(reproduced)
+    out = dvc("exp", "run", "-S", override, cwd=reproduced, check=False)
+    assert out.returncode != 0 and sentence in out.stdout + out.stderr, out.stdout[-2000:] + out.stderr[-2000:]
+    assert ran(out.stdout) == {"check"} and "Traceback" not in out.stdout + out.stderr
+    assert output_files(reproduced) == before
+    sh(["git", "checkout", "--", "."], reproduced)
+    dvc("checkout", "--force", cwd=reproduced)
+
+
+def test_a_second_concurrent_exp_run_files_no_result_under_the_wrong_params(reproduced):
+    """Two `dvc exp run` at once: DVC refuses the second, but it has rewritten params.yaml by then, so the first
+    run's stage fails rather than be recorded under the second's params; those params then train, not restore."""
+    first = subprocess.Popen([sys.executable, "-m", "dvc", "exp", "run", "-S", "train.max_steps=40"], cwd=reproduced,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(first.stdout), daemon=True)
+    reader.start()
+    deadline = time.time() + 300
+    while not any("Running stage 'train'" in line for line in lines) and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(8)  # train has loaded the params and is training
+    second = dvc("exp", "run", "-S", "lora.r=8", cwd=reproduced, check=False)
+    first.wait(timeout=600)
+    reader.join(timeout=60)
+    first_out = "".join(lines)
+    if first.returncode:  # params.yaml was rewritten under it
+        assert "params.yaml changed while this stage ran" in first_out, first_out[-3000:]
+    again = dvc("exp", "run", "-S", "train.max_steps=40", "-S", "lora.r=8", cwd=reproduced).stdout
+    if second.returncode:  # refused: nothing ever ran with these params, so nothing may be restored for them
+        assert "Running stage 'train'" in again, again[-3000:]
     sh(["git", "checkout", "--", "."], reproduced)
     dvc("checkout", "--force", cwd=reproduced)
 
@@ -119,13 +169,14 @@ def test_experiment_is_diffable_and_the_review_shows_it(reproduced):
     assert steps_by_rev == {"HEAD": steps, "r8": 3}
 
     dvc("exp", "apply", "r8", cwd=reproduced)
-    sh([sys.executable, "scripts/pr_review.py", "--base", "HEAD"], reproduced)
+    sh(["git", "commit", "-qam", "lora.r 8"], reproduced)  # the review judges commits
+    sh([sys.executable, "scripts/pr_review.py", "--base", "HEAD~1"], reproduced)
     pr = (reproduced / "reports/pr.md").read_text()
     assert "**Up to date.**" in pr and "Not in this checkout" not in pr
     assert "## Metrics" in pr and "| reports/eval/tuned/metrics.json" in pr and "tuned.eval_loss" in pr
     assert "## Params" in pr and "| params.yaml | lora.r" in pr
     assert (reproduced / "reports/pr_plots/static/workspace_reports_figures_loss.png").is_file()
-    sh(["git", "checkout", "--", "."], reproduced)
+    sh(["git", "reset", "-q", "--hard", "HEAD~1"], reproduced)
     dvc("checkout", "--force", cwd=reproduced)
 
 

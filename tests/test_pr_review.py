@@ -5,9 +5,9 @@ import copy
 
 import yaml
 
-from scripts.pr_review import cpu_cheap
+from scripts.pr_review import cpu_cheap, main
 from scripts.pr_verdict import Pipeline, judge, params_changes
-from tests.conftest import REPO
+from tests.conftest import REPO, sh
 
 PIPELINE = Pipeline.read(REPO / "dvc.yaml")
 LOCK = yaml.safe_load((REPO / "dvc.lock").read_text())
@@ -51,11 +51,12 @@ def test_a_param_change_names_its_stage_the_keys_and_what_runs_downstream():
     params["lora"]["r"] = 8
     changes = params_changes(LOCK, params, PIPELINE)
     line = f"lora.r: {PARAMS['lora']['r']} -> 8"
-    assert changes == {"train": [line], "report": [line]}
+    assert changes == {"check": [line], "train": [line], "report": [line]}
     status = with_change("train", "changed deps", "params.yaml", {"lora": "modified"})
-    status = {**status, "report": [*status["report"], {"changed deps": {"params.yaml": {"lora": "modified"}}}]}
+    status = {**status, "report": [*status["report"], {"changed deps": {"params.yaml": {"lora": "modified"}}}],
+              "check": [{"changed deps": {"params.yaml": {"lora": "modified"}}}]}
     verdict = judge(status, PIPELINE, changes, LOCK)
-    assert verdict.stale == {"train": [line], "report": [line]}
+    assert verdict.stale == {"check": [line], "train": [line], "report": [line]}
     assert verdict.downstream == ["rl", "evaluate"]
 
 
@@ -96,3 +97,17 @@ def test_an_absent_output_the_lock_says_another_run_wrote_is_stale():
     verdict = judge(FRESH_CLONE, PIPELINE, {}, lock)
     assert verdict.stale == {"train": ["data/prepared is not what prepare wrote (dvc.lock)"]}
     assert verdict.downstream == ["rl", "evaluate", "report"]
+
+
+def test_a_dirty_tree_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
+    """The review judges commits: uncommitted edits would be taken for the change, and a re-run would stage
+    dvc.lock over them."""
+    sh(["git", "init", "-q", "-b", "main"], tmp_path)
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    sh(["git", "add", "-A"], tmp_path)
+    sh(["git", "commit", "-qm", "base"], tmp_path)
+    (tmp_path / "params.yaml").write_text("seed: 2\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["--base", "HEAD"]) == 2
+    assert capsys.readouterr().err.startswith("error: uncommitted changes to params.yaml: the review judges")
+    assert not (tmp_path / "reports").exists()

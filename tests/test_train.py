@@ -34,12 +34,27 @@ def test_one_step_training_per_backend_writes_a_peft_adapter(workdir, backend):
     assert perf["peak_gpu_reserved_gib" if CUDA else "peak_rss_gib"] > 0 and perf["tokens_per_second"] > 0
     run = json.loads((workdir / "reports/train/run.json").read_text())
     assert run == {"device": torch.cuda.get_device_name(0) if CUDA else "cpu", "weights": "random",
-                   "gradient_checkpointing": False, "optim": "adamw_8bit" if CUDA else "adamw_torch"}
+                   "gradient_checkpointing": False, "optim": "adamw_8bit" if CUDA else "adamw_torch",
+                   "packing": False}
     steps = (workdir / "reports/train/steps.csv").read_text().splitlines()
     assert steps[0] == "step,loss,learning_rate,grad_norm,tokens_seen" and len(steps) == 3
     times = (workdir / "reports/train/step_times.csv").read_text().splitlines()
     assert times[0] == "step,tokens_per_second,seconds" and len(times) == 3
     assert list((workdir / "models/checkpoints").iterdir()) == []  # a finished run keeps no checkpoints
+
+
+def test_a_run_shorter_than_its_logging_interval_reports_what_ran(workdir):
+    """train.logging_steps above train.max_steps: the last step is logged anyway, and the summary counts the steps
+    the trainer ran, not the rows it logged."""
+    workdir.params(small({"train.max_steps": 3, "train.logging_steps": 5}))
+    workdir.run("prepare")
+    workdir.run("train")
+    metrics = json.loads((workdir / "reports/train/metrics.json").read_text())
+    assert metrics["steps"] == 3 and metrics["tokens_seen"] > 0
+    assert metrics["train_loss_first"] == metrics["train_loss_final"] > 0
+    steps = (workdir / "reports/train/steps.csv").read_text().splitlines()
+    assert len(steps) == 2 and steps[1].startswith("3,")
+    assert json.loads((workdir / "reports/train/perf.json").read_text())["tokens_per_second"] > 0
 
 
 @pytest.mark.parametrize("backend", ["unsloth", "hf"])

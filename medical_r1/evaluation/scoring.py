@@ -16,6 +16,12 @@ from medical_r1.generation import decoding, inference
 def held_out(model, tokenizer, rows: list[dict], task, evaluation, max_seq_length: int, label: str
              ) -> tuple[dict, inference.Generations]:
     """Loss on every held-out row, then generations for the first eval.num_samples of them, scored by the task."""
+    template = len(tokenizer(prompts.inference_prompt(""))["input_ids"])
+    if max_seq_length - evaluation.max_new_tokens < template:
+        raise UserError(f"eval.max_new_tokens: {evaluation.max_new_tokens:,} leaves "
+                        f"{max_seq_length - evaluation.max_new_tokens:,} of train.max_seq_length's {max_seq_length:,} "
+                        f"tokens for a prompt, fewer than the template alone takes ({template:,}): every question "
+                        "would be cut away; lower eval.max_new_tokens")
     losses = inference.teacher_forced_loss(model, tokenizer, rows, evaluation.batch_size, max_seq_length)
     sampled = rows[:evaluation.num_samples]
     out = inference.generate(model, tokenizer, [r["prompt"] for r in sampled], evaluation.max_new_tokens,

@@ -14,10 +14,14 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from medical_r1 import UserError, runtime
+from medical_r1 import UserError, files, runtime
 from medical_r1.model import tiny
 
 BASE_FILE = "base.json"
+TRAINED_ON = "trained_on.json"
+"""In an adapter's folder: the fingerprint of the base it was trained on (`fingerprint`)."""
+SAMPLES, SAMPLE_BYTES = 16, 1 << 16
+"""A weights file enters the fingerprint as its header and this many evenly spaced slices of this many bytes."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,15 @@ class BaseModel:
 
     @classmethod
     def read(cls, directory: str | Path) -> "BaseModel":
-        return cls(**json.loads((Path(directory) / BASE_FILE).read_text()))
+        """The base prepare wrote to `directory`, its weights checked to be whole."""
+        recorded = files.read_json_file(Path(directory) / BASE_FILE, "run prepare again")
+        try:
+            base = cls(**recorded)
+        except TypeError:
+            raise UserError(f"{Path(directory) / BASE_FILE}: not what prepare writes; run prepare again") from None
+        require_weights(base, "run prepare again" if Path(base.weights) == Path(directory)
+                        else f"copy the model to {base.weights} again")
+        return base
 
 
 def materialize(model_cfg, texts: list[str], seed: int, max_seq_length: int, work_dir: Path, final_dir: Path):
@@ -81,6 +93,9 @@ def check_local_model(name: str, init: str) -> None:
     if init == "pretrained" and not any(next(path.glob(p), None) for p in WEIGHT_PATTERNS):
         raise UserError(f"model.name {name!r}: no weights in this directory (*.safetensors or *.bin); copy them "
                         "there, or set model.init: random for speed and memory runs")
+    files.read_json_file(path / "config.json", f"copy the model to {name} again")
+    if init == "pretrained":
+        require_weights(BaseModel(str(path), None, str(path)), f"copy the model to {name} again")
 
 
 LLAMA_FAMILY = ("llama", "mistral", "qwen2", "qwen3")
@@ -176,3 +191,52 @@ def _spare_token(tokenizer) -> str:
             return token
     raise UserError("the tokenizer has no pad token distinct from EOS and no reserved token to use as one; "
                     "add a pad token to the model's tokenizer")
+
+
+def fingerprint(directory: Path) -> str:
+    """What identifies the base in `directory`: its small files (config, tokenizer, base.json) whole, each weights file
+    by its header (names, shapes, dtypes) and SAMPLES slices of its data, so that another seed or width differs
+    without reading 16 GB."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(directory)).encode() + b"\0")
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            if path.suffix != ".safetensors" or size <= SAMPLES * SAMPLE_BYTES:
+                digest.update(f.read())
+                continue
+            head = f.read(8)
+            digest.update(head + f.read(min(int.from_bytes(head, "little"), size)))
+            for i in range(SAMPLES):
+                f.seek(i * (size - SAMPLE_BYTES) // (SAMPLES - 1))
+                digest.update(f.read(SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
+def record_base(adapter_dir: Path, base_dir: Path) -> None:
+    """Write which base the adapter in `adapter_dir` was trained on."""
+    (adapter_dir / TRAINED_ON).write_text(json.dumps({"base": fingerprint(base_dir)}) + "\n")
+
+
+def require_adapter(adapter_dir: Path, base_dir: Path, writers: str) -> None:
+    """Stop before any work unless `adapter_dir` holds a whole adapter (its JSON config, its safetensors) trained on
+    this very base: prepare re-run since with another seed or model would make its scores another model's.
+    `writers` names the stages that make it again."""
+    remedy = f"run {writers} again (`dvc repro` does)"
+    adapter_dir = Path(adapter_dir)
+    files.read_json_file(adapter_dir / "adapter_config.json", remedy)
+    files.check_safetensors(adapter_dir / "adapter_model.safetensors", remedy)
+    path = adapter_dir / TRAINED_ON
+    recorded = files.read_json_file(path, remedy) if path.is_file() else {}
+    if not isinstance(recorded, dict) or recorded.get("base") != fingerprint(base_dir):
+        raise UserError(f"{adapter_dir}: trained on another base than {base_dir} (prepare ran since with other model "
+                        f"or seed params, or the adapter predates this record); {remedy}")
+
+
+def require_weights(base: BaseModel, remedy: str) -> None:
+    """Stop before any work when a local base's weights are cut off or not safetensors (a hub id is checked by
+    the hub)."""
+    for path in sorted(Path(base.weights).glob("*.safetensors")) if Path(base.weights).is_dir() else []:
+        files.check_safetensors(path, remedy)

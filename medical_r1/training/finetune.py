@@ -36,6 +36,8 @@ class Session:
     """Estimated peak of the largest micro-batch without recomputation (None on the CPU)."""
     log: Any
     """The step log (medical_r1/training/steplog.py); fit records into it."""
+    packing: bool = False
+    """Whether fit's trainer packed rows: train.packing as it ran (Unsloth turns packing off where it cannot pack)."""
 
 
 def resolve_optim(optim: str, cuda: bool) -> str:
@@ -44,6 +46,35 @@ def resolve_optim(optim: str, cuda: bool) -> str:
     if optim != "auto":
         return optim
     return "adamw_8bit" if cuda else "adamw_torch"
+
+
+def check_optimizer(train) -> None:
+    """Build train.optim and the schedule (train.lr_scheduler_type with train.lr_scheduler_kwargs) once on a dummy
+    parameter, as the trainer will: a name transformers knows can still miss its package (galore_adamw) or its
+    arguments (cosine_with_min_lr needs min_lr or min_lr_rate); one sentence then, before any work."""
+    import tempfile
+
+    import torch
+    from transformers import Trainer, TrainingArguments, get_scheduler
+
+    optim = resolve_optim(train.optim, torch.cuda.is_available())
+    with tempfile.TemporaryDirectory() as scratch:
+        args = TrainingArguments(output_dir=scratch, optim=optim, learning_rate=train.learning_rate,
+                                 weight_decay=train.weight_decay, report_to="none")
+        try:
+            optimizer_class, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
+            optimizer = optimizer_class([torch.nn.Parameter(torch.zeros(2))], **kwargs)
+        except (ImportError, ValueError, TypeError, RuntimeError) as err:
+            raise UserError(f"train.optim {train.optim!r}: cannot be built on this machine ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0][:160]}); use auto or adamw_torch") from None
+    try:
+        get_scheduler(train.lr_scheduler_type, optimizer, num_warmup_steps=train.warmup_steps,
+                      num_training_steps=train.max_steps, scheduler_specific_kwargs=dict(train.lr_scheduler_kwargs))
+    except (ValueError, TypeError, KeyError) as err:
+        raise UserError(f"train.lr_scheduler_type {train.lr_scheduler_type!r} with train.lr_scheduler_kwargs "
+                        f"{dict(train.lr_scheduler_kwargs)}: cannot be built ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0][:160]}); give the arguments it needs in "
+                        "train.lr_scheduler_kwargs, or use linear or cosine") from None
 
 
 def setup(base: BaseModel, train, lora, seed: int, lengths: list[int]) -> Session:
@@ -86,6 +117,7 @@ def fit(session: Session, train_rows: list[dict], eval_rows: list[dict] | None, 
     a resumed run had spent before (session.log restored from its checkpoint). A run whose loss or gradient norm
     stops being finite ends at that step with steplog.Diverged (a UserError)."""
     trainer = sft_trainer(session, train_rows, eval_rows, train, seed, str(output_dir), [session.log, *callbacks])
+    session.packing = bool(trainer.args.packing)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     if session.log.diverged:
@@ -108,7 +140,8 @@ def sft_trainer(session: Session, train_rows: list[dict], eval_rows: list[dict] 
         per_device_eval_batch_size=train.per_device_train_batch_size,
         gradient_accumulation_steps=train.gradient_accumulation_steps, learning_rate=train.learning_rate,
         warmup_steps=train.warmup_steps, optim=resolve_optim(train.optim, cuda), weight_decay=train.weight_decay,
-        lr_scheduler_type=train.lr_scheduler_type, logging_steps=train.logging_steps, save_steps=train.save_steps,
+        lr_scheduler_type=train.lr_scheduler_type, lr_scheduler_kwargs=dict(train.lr_scheduler_kwargs),
+        logging_steps=train.logging_steps, save_steps=train.save_steps,
         save_total_limit=2, eval_strategy="steps" if eval_rows else "no", eval_steps=train.save_steps,
         bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
         max_length=train.max_seq_length, packing=train.packing, dataset_text_field="text",
@@ -121,10 +154,10 @@ def sft_trainer(session: Session, train_rows: list[dict], eval_rows: list[dict] 
                       callbacks=callbacks)
 
 
-def save_adapter(model, tokenizer, directory: Path) -> None:
-    """The trainable adapter (`default`; not a frozen reference copy) and the tokenizer, replacing `directory` whole.
-    PEFT writes target_modules from a set, in an order that changes with Python's hash seed: sorted here, so that
-    reruns write byte-identical adapters."""
+def save_adapter(model, tokenizer, directory: Path, base_dir: Path) -> None:
+    """The trainable adapter (`default`; not a frozen reference copy), the tokenizer and which base in `base_dir` it
+    was trained on, replacing `directory` whole. PEFT writes target_modules from a set, in an order that changes with
+    Python's hash seed: sorted here, so that reruns write byte-identical adapters."""
     with files.replaced_dir(directory) as work_dir:
         model.save_pretrained(work_dir, safe_serialization=True, selected_adapters=["default"])
         config_path = work_dir / "adapter_config.json"
@@ -133,3 +166,4 @@ def save_adapter(model, tokenizer, directory: Path) -> None:
             adapter_config["target_modules"] = sorted(adapter_config["target_modules"])
         files.write_json(config_path, adapter_config)
         base_model.save_tokenizer(tokenizer, work_dir)
+        base_model.record_base(work_dir, base_dir)

@@ -1,4 +1,5 @@
-"""The training step log (one row per logged step) and the run's numbers drawn from it."""
+"""The training step log (one row per logged step, the last step always among them) and the run's numbers: the
+steps and tokens from what ran (the trainer's state, the token counter), the losses from the log."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def step_logger(model, pad_token_id: int):
             self.rows, self.evals = [], []
             self.started = self.last_time = None
             self.last_tokens, self.tokens, self.offset = 0, 0, 0.0
+            self.steps = 0
             self.diverged = None
             model.get_input_embeddings().register_forward_hook(self.count_tokens)
 
@@ -44,6 +46,11 @@ def step_logger(model, pad_token_id: int):
         def on_train_begin(self, args, state, control, **kwargs):
             self.last_time = time.perf_counter()
             self.started = self.last_time - self.offset
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.steps = state.global_step
+            if state.global_step >= state.max_steps:
+                control.should_log = True  # whatever train.logging_steps says: the run's last loss is its result
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
@@ -90,16 +97,16 @@ def split_timings(rows: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 def summarize(log) -> dict:
-    """The run's headline numbers from the step log: the same on every rerun with the same params."""
+    """The run's headline numbers: the same on every rerun with the same params."""
     rows = log.rows
-    return {"steps": rows[-1]["step"] if rows else 0, "train_loss_first": rows[0]["loss"] if rows else None,
+    return {"steps": log.steps, "train_loss_first": rows[0]["loss"] if rows else None,
             "train_loss_final": rows[-1]["loss"] if rows else None,
             "eval_loss_final": log.evals[-1]["eval_loss"] if log.evals else None,
-            "tokens_seen": rows[-1]["tokens_seen"] if rows else 0}
+            "tokens_seen": int(log.tokens)}
 
 
 def speed(log, train_seconds: float) -> dict:
     """Wall time and throughput of the run (these vary between reruns; metrics.json keeps only what does not)."""
-    tokens = log.rows[-1]["tokens_seen"] if log.rows else 0
+    tokens = int(log.tokens)
     return {"train_seconds": round(train_seconds, 2),
             "tokens_per_second": round(tokens / train_seconds, 1) if train_seconds else 0.0}
