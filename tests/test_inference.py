@@ -221,9 +221,8 @@ def test_the_hash_is_lowbias32_on_ints_and_tensors():
 
 def test_windowed_attention_and_length_tiers_write_what_generate_writes(inside, monkeypatch):
     """Decode attention over windows of the cache (here 8 slots, so a 40-token budget crosses several) and auto
-    batches in tiers of prompt length (here 16 tokens) give generate()'s greedy tokens."""
+    batches sized by their longest prompt give generate()'s greedy tokens."""
     monkeypatch.setattr(decoding, "WINDOW", 8)
-    monkeypatch.setattr(inference, "TIER_TOKENS", 16)
     monkeypatch.setattr(memory, "generation_batch",  # memory for 1,000 cached tokens: fewer rows of longer prompts
                         lambda config, free, prompt, budget, *args: max(1, 1000 // (prompt + budget)))
     model, tokenizer = load(True)
@@ -235,6 +234,88 @@ def test_windowed_attention_and_length_tiers_write_what_generate_writes(inside, 
     plain = inference.generate_tokens(model, encoded, 40, 3, "generate", None, pad, "generate").tokens
     fast = inference.generate_tokens(model, encoded, 40, "auto", "static", None, pad, "static").tokens
     assert fast == plain
+
+
+def test_auto_batches_fill_up_to_their_longest_prompts_cache():
+    """Shortest first, each batch as many rows as the KV cache of its longest prompt allows: a few long prompts
+    join the last batch instead of running as a batch of their own; a fixed size is evened out."""
+    model = SimpleNamespace(device=torch.device("cpu"), config=LLAMA_8B, parameters=lambda: iter([torch.zeros(1)]))
+    lengths = [100] * 5 + [300] * 6 + [900] * 2 + [50]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(memory, "generation_batch",  # memory for 6,000 cached tokens
+                      lambda config, free, prompt, budget, *args: max(1, 6000 // (prompt + budget)))
+        plan = inference.plan_batches(model, lengths, 900, "auto", False)
+        assert [(len(b.prompts), b.rows, b.prompt_length) for b in plan] == [(6, 6, 100), (5, 5, 300), (3, 3, 900)]
+        assert [lengths[i] for b in plan for i in b.prompts] == sorted(lengths)
+        fixed = inference.plan_batches(model, lengths, 900, 4, False)
+    assert [(len(b.prompts), b.rows, b.prompt_length) for b in fixed] == [(4, 4, 900)] * 3 + [(2, 4, 900)]
+
+
+INTERPRETED = """
+import os, sys, torch
+sys.path.insert(0, os.environ["REPO"])
+from medical_r1.generation import decoding
+"""
+
+
+def interpreted(script: str, cwd: Path) -> str:
+    """`script` in a fresh Python with Triton's interpreter (kernels run on the CPU); its stdout."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TRITON_INTERPRET": "1", "REPO": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", INTERPRETED + script], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_the_decode_kernel_attends_to_each_rows_filled_slots_only(tmp_path):
+    """decode_attention (Triton, run by its interpreter) against the batched products over a mask of the same
+    slots: GQA groups of 4, rows starting at 0, inside and at the end of a kernel block, the current slot inside a
+    block; the slots outside are filled with large values, so reading one would show."""
+    pytest.importorskip("triton")
+    out = interpreted("""
+torch.manual_seed(0)
+for dtype in (torch.float32, torch.float16):
+    rows, heads, kv, hd, slots = 4, 8, 2, 32, 160
+    q = torch.randn(rows, heads, 1, hd).to(dtype)
+    k, v = (torch.randn(rows, kv, slots, hd).to(dtype) for _ in range(2))
+    starts = torch.tensor([0, 5, 63, 100], dtype=torch.int32)
+    for position in (100, 130):
+        visible = torch.arange(slots)[None, None, None, :]
+        visible = (visible >= starts.view(rows, 1, 1, 1)) & (visible <= position)
+        k2, v2 = (torch.where(visible.view(rows, 1, slots, 1), t, torch.full_like(t, 300)) for t in (k, v))
+        fast = decoding.decode_attention(q, k2, v2, starts, torch.tensor(position), hd ** -0.5).float()
+        slow = decoding.cache_attention(None, q.float(), k.float(), v.float(), visible, scaling=hd ** -0.5)[0]
+        print(dtype, position, (fast - slow).abs().max().item())
+""", tmp_path)
+    errors = {tuple(line.split()[:2]): float(line.split()[2]) for line in out.splitlines()}
+    assert len(errors) == 4
+    assert all(e < (1e-5 if "float32" in dtype else 2e-3) for (dtype, _), e in errors.items()), errors
+
+
+def test_the_decoder_with_the_kernel_writes_what_generate_writes(inside):
+    """The static engine with decode attention in the kernel (forced on, Triton's interpreter on the CPU) gives
+    generate()'s greedy tokens, left-padded rows included."""
+    pytest.importorskip("triton")
+    out = interpreted("""
+import json
+from pathlib import Path
+from medical_r1 import files
+from medical_r1.generation import inference
+from medical_r1.model.base_model import BaseModel
+decoding.kernel_usable = lambda model: True
+model, tokenizer = inference.load(BaseModel.read("models/base"), Path("models/adapter"), False)
+model = model.float()
+encoded = [tokenizer(r["prompt"])["input_ids"] for r in files.read_jsonl("data/prepared/eval.jsonl")][:4]
+encoded[1] = encoded[1][:20]
+pad = tokenizer.pad_token_id
+plain = inference.generate_tokens(model, encoded, 12, 4, "generate", None, pad, "generate")
+fast = inference.generate_tokens(model, encoded, 12, 4, "static", None, pad, "static")
+print(json.dumps({"same": fast.tokens == plain.tokens, "attention": fast.attention}))
+""", Path.cwd())
+    assert json.loads(out.splitlines()[-1]) == {"same": True, "attention": "kernel"}
 
 
 def bf16_tuned(scale: float):

@@ -11,7 +11,10 @@ shapes and fixed addresses and can be captured as a CUDA graph: one launch per g
   per row, which cache slots are visible, the write index, which rows have stopped), so the host loop only
   replays and checks every `CHECK_EVERY` steps whether all rows have emitted EOS.
 - Attention over the cache groups the query heads by their KV head (GQA) instead of repeating K and V, so a step
-  reads the cache once; scores and softmax are in float32.
+  reads the cache once; scores and softmax are in float32. On a GPU in 16-bit a decode step's attention is one Triton
+  kernel (`decode_attention`) that reads each row's K/V only from its first prompt token to the current slot (left
+  padding and the empty rest of the cache are never read) and keeps the softmax online, in float32, as flash
+  attention does; elsewhere (the CPU, float32) it is batched products over windows of the cache.
 - Sampling draws each token by inverting the nucleus' cumulative probability at a uniform number that is a hash of
   (the row's key, the token's index), computed on the device: a row's sample depends only on its key (seed, question,
   sample number) and its logits, never on the batch it ran in or on a generator's state, so it reproduces byte for
@@ -20,6 +23,7 @@ shapes and fixed addresses and can be captured as a CUDA graph: one launch per g
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -28,8 +32,14 @@ from medical_r1.model import memory
 ATTENTION = "static_cache_gqa"
 """Name under which the decode attention is registered with transformers' AttentionInterface."""
 WINDOW = 256
-"""Decode attention reads the cache up to the filled length rounded up to this many slots (one CUDA graph per window
-length), not the whole allocation: at a 2,048-token budget a step reads on average about half of it."""
+"""Without the kernel, decode attention reads the cache up to the filled length rounded up to this many slots (one
+CUDA graph per window length), not the whole allocation: at a 2,048-token budget a step reads on average about half
+of it. The kernel reads exactly the filled slots of each row, so it runs one graph for the whole budget."""
+KERNEL_BLOCK = 64
+"""Cache slots the decode kernel reads per iteration (K and V: 2 x 64 x head dim x 2 bytes)."""
+KERNEL_WARPS = 4
+KERNEL_STAGES = 3
+"""Loads the decode kernel keeps in flight (software pipelining)."""
 CHECK_EVERY = 16
 """Decode steps between two host checks of whether every row has stopped (each check is one sync)."""
 PREFILL_TOKENS = 16384
@@ -118,14 +128,19 @@ class StaticKVCache:
 
 def cache_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """Attention over a StaticKVCache: the prefill through transformers' SDPA path (keys up to the prompt's end,
-    exactly as `generate()` computes it); a decode step (one query) per KV-head group over the whole cache."""
+    exactly as `generate()` computes it); a decode step (one query) per KV-head group over the cache: with
+    `decode_state` = (first visible slot of each row, the current slot) by `decode_attention`, else over what
+    `attention_mask` shows of `key`/`value`."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    decode_state = kwargs.pop("decode_state", None)
     batch, heads, queries, head_dim = query.shape
     if queries > 1:
         return sdpa_attention_forward(module, query, key[:, :, :queries], value[:, :, :queries], attention_mask,
                                       dropout=dropout, scaling=scaling, **kwargs)
+    if decode_state is not None:
+        return decode_attention(query, key, value, *decode_state, scaling), None
     kv_heads, length = key.shape[1], key.shape[2]
     grouped = query.reshape(batch * kv_heads, heads // kv_heads, head_dim)
     keys = key.reshape(batch * kv_heads, length, head_dim).transpose(1, 2)
@@ -139,6 +154,110 @@ def cache_attention(module, query, key, value, attention_mask, scaling=None, dro
     probs = torch.softmax(scores, dim=-1).to(value.dtype).view(batch * kv_heads, -1, length)
     out = torch.bmm(probs, value.reshape(batch * kv_heads, length, head_dim))
     return out.view(batch, 1, heads, head_dim), None
+
+
+@functools.cache
+def _decode_kernel():
+    """The Triton kernel of `decode_attention`, built on first use (importing this module needs no Triton)."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def kernel(q_ptr, k_ptr, v_ptr, out_ptr, starts_ptr, position_ptr, scale,
+               q_row, q_head, k_row, k_head, k_slot, v_row, v_head, v_slot, o_row, o_head,
+               KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
+               BLOCK: tl.constexpr):
+        program = tl.program_id(0)
+        row, kv_head = (program // KV_HEADS).to(tl.int64), program % KV_HEADS  # offsets past 2**31 elements
+        start = tl.load(starts_ptr + row).to(tl.int32)
+        end = tl.load(position_ptr).to(tl.int32) + 1
+        group, dims = tl.arange(0, GROUP_PAD), tl.arange(0, HEAD_DIM)
+        heads = kv_head * GROUP + group
+        real = (group < GROUP)[:, None]
+        q = tl.load(q_ptr + row * q_row + heads[:, None] * q_head + dims[None, :], mask=real, other=0.0)
+        best = tl.full([GROUP_PAD], float("-inf"), tl.float32)
+        total = tl.zeros([GROUP_PAD], tl.float32)
+        acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
+        keys = k_ptr + row * k_row + kv_head * k_head
+        values = v_ptr + row * v_row + kv_head * v_head
+        for block in range(start // BLOCK * BLOCK, end, BLOCK):
+            slots = block + tl.arange(0, BLOCK)
+            visible = (slots >= start) & (slots < end)
+            k = tl.load(keys + slots[:, None] * k_slot + dims[None, :], mask=visible[:, None], other=0.0)
+            scores = tl.dot(q, tl.trans(k)) * scale
+            scores = tl.where(visible[None, :], scores, float("-inf"))
+            top = tl.maximum(best, tl.max(scores, 1))
+            correction = tl.exp(best - top)
+            p = tl.exp(scores - top[:, None])
+            total = total * correction + tl.sum(p, 1)
+            v = tl.load(values + slots[:, None] * v_slot + dims[None, :], mask=visible[:, None], other=0.0)
+            acc = acc * correction[:, None] + tl.dot(p.to(v.dtype), v)
+            best = top
+        out = acc / total[:, None]
+        tl.store(out_ptr + row * o_row + heads[:, None] * o_head + dims[None, :],
+                 out.to(out_ptr.dtype.element_ty), mask=real)
+
+    return kernel
+
+
+def decode_attention(query, key, value, starts, position, scaling):
+    """One decode step's attention, one Triton program per (row, KV head): query [rows, heads, 1, head dim] against
+    the cache slots `starts[row]` .. `position` (inclusive) of key/value [rows, KV heads, slots, head dim]; the
+    query heads of a KV head are one tile, so K and V are read once. Returns [rows, 1, heads, head dim]."""
+    import torch
+
+    rows, heads, _, head_dim = query.shape
+    kv_heads = key.shape[1]
+    group = heads // kv_heads
+    out = torch.empty(rows, 1, heads, head_dim, dtype=query.dtype, device=query.device)
+    _decode_kernel()[(rows * kv_heads,)](
+        query, key, value, out, starts, position, scaling,
+        query.stride(0), query.stride(1), key.stride(0), key.stride(1), key.stride(2),
+        value.stride(0), value.stride(1), value.stride(2), out.stride(0), out.stride(2),
+        KV_HEADS=kv_heads, GROUP=group, GROUP_PAD=max(16, 1 << (group - 1).bit_length()), HEAD_DIM=head_dim,
+        BLOCK=KERNEL_BLOCK, num_warps=KERNEL_WARPS, num_stages=KERNEL_STAGES)
+    return out
+
+
+def kernel_usable(model) -> bool:
+    """Whether decode steps of `model` take `decode_attention`: a CUDA GPU, 16-bit weights, a head width the kernel
+    tiles, and the kernel's result on a small random cache within bf16 rounding of the batched products' (checked
+    once per process and dtype; a failure is printed and the products are used)."""
+    import torch
+
+    head = memory.head_dim(model.config)
+    if model.device.type != "cuda" or model.dtype not in (torch.bfloat16, torch.float16) or head & (head - 1):
+        return False
+    return _kernel_checked(model.dtype, head, model.config.num_attention_heads, model.config.num_key_value_heads)
+
+
+@functools.cache
+def _kernel_checked(dtype, head_dim: int, heads: int, kv_heads: int) -> bool:
+    import torch
+
+    try:
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        rows, slots = 3, 200
+        query = torch.randn(rows, heads, 1, head_dim, device="cuda", generator=gen).to(dtype)
+        key, value = (torch.randn(rows, kv_heads, slots, head_dim, device="cuda", generator=gen).to(dtype)
+                      for _ in range(2))
+        starts = torch.tensor([0, 5, 130], device="cuda", dtype=torch.int32)
+        position = torch.tensor(170, device="cuda")
+        visible = torch.arange(slots, device="cuda")[None, None, None, :]
+        visible = (visible >= starts.view(rows, 1, 1, 1)) & (visible <= position)
+        scaling = head_dim ** -0.5
+        fast = decode_attention(query, key, value, starts, position, scaling).float()
+        slow = cache_attention(None, query, key, value, visible, scaling=scaling)[0].float()
+        error = ((fast - slow).abs().max() / slow.abs().max()).item()
+        if error > 0.02:
+            print(f"decode attention kernel: relative error {error:.3g} against the batched products; not used",
+                  flush=True)
+            return False
+        return True
+    except Exception as err:  # noqa: BLE001 - any failure to build or run it: decode with the batched products
+        print(f"decode attention kernel unavailable ({type(err).__name__}: {err}); using batched products",
+              flush=True)
+        return False
 
 
 def until_eos(tokens: list[int], eos: int | None) -> list[int]:
@@ -177,6 +296,10 @@ class StaticDecoder:
         self.sampling = sampling
         self.keys = torch.zeros(rows, dtype=torch.long, device=device)
         self.use_graph = cuda_graph and device.type == "cuda"
+        self.kernel = kernel_usable(model)
+        """Whether decode attention is `decode_attention` (else batched products over windows of the cache)."""
+        self.starts = torch.zeros(rows, dtype=torch.int32, device=device)
+        """Each row's first visible cache slot (its prompt's first token: prompts are left-padded)."""
         self.length = prompt_length + max_new_tokens
         self.slot = 0
         """The cache slot the next decode step feeds (host copy of cache.position: picks the attention window)."""
@@ -237,6 +360,7 @@ class StaticDecoder:
         length = attention_mask.shape[1]
         self.visible.zero_()
         self.visible[:, :length] = attention_mask.bool()
+        self.starts.copy_(attention_mask.int().argmax(-1))
         self.tokens.copy_(first[:, None])
         self.positions.copy_(attention_mask.long().sum(-1, keepdim=True))
         self.done.copy_(first == self.eos)
@@ -250,8 +374,9 @@ class StaticDecoder:
 
         self.visible.index_fill_(1, self.cache.position.view(1), True)
         window = self.cache.window
+        state = {"decode_state": (self.starts, self.cache.position)} if self.kernel else {}
         logits = self.model(input_ids=self.tokens, attention_mask=self.visible[:, None, None, :window],
-                            position_ids=self.positions, past_key_values=self.cache, use_cache=True).logits
+                            position_ids=self.positions, past_key_values=self.cache, use_cache=True, **state).logits
         chosen = torch.where(self.done, self.pad, self.choose(logits[:, -1], self.keys, self.step_index))
         self.out.index_copy_(1, self.step_index.view(1), chosen[:, None])
         self.done |= chosen == self.eos
@@ -267,7 +392,7 @@ class StaticDecoder:
     def decode_step(self) -> None:
         import torch
 
-        window = min(self.length, -(-(self.slot + 1) // WINDOW) * WINDOW)
+        window = self.length if self.kernel else min(self.length, -(-(self.slot + 1) // WINDOW) * WINDOW)
         self.cache.window, self.slot = window, self.slot + 1
         try:
             if not self.use_graph:

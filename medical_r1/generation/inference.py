@@ -19,8 +19,6 @@ from medical_r1.generation import decoding
 from medical_r1.model import lora_decoding, memory, precision
 from medical_r1.model.base_model import BaseModel
 
-TIER_TOKENS = 256
-"""With batch_size auto, prompts are batched in tiers of this many prompt tokens, each tier at its own batch size."""
 LOGITS_CHUNK = 1024
 """Tokens whose logits over the vocabulary exist at once in the teacher-forced loss (float32)."""
 
@@ -57,6 +55,11 @@ class Decoded:
     """Batches run: each decodes the whole budget unless every row stopped."""
     prefill_seconds: float | None
     """The part of `seconds` spent in prefills (static engine; None for generate())."""
+    plan: list["Batch"]
+    """The batches as run (`plan_batches`)."""
+    attention: str | None
+    """The static engine's decode attention: `kernel` (decoding.decode_attention) or `products` (None for
+    generate())."""
 
 
 def load(base: BaseModel, adapter: Path | None, load_in_4bit: bool, merge: bool | None = None):
@@ -212,10 +215,13 @@ def generate_tokens(model, encoded: list[list[int]], max_new_tokens: int, batch_
     seconds = time.perf_counter() - began
     outputs = [new_tokens[i] for i in range(len(encoded))]
     total, rows = sum(map(len, outputs)), max(batch.rows for batch in plan)
+    static = engine == "static"
+    attention = ("kernel" if run.kernel else "products") if static else None
     print(f"{label}: {len(encoded)} prompts, {total:,} new tokens in {seconds:.1f} s ({total / seconds:,.0f} "
-          f"tokens/s; batch {rows}, engine {engine})", flush=True)
-    return Decoded(outputs, seconds, rows, len(plan),
-                   prefill_seconds + run.prefill_seconds if engine == "static" else None)
+          f"tokens/s; {len(plan)} batches of up to {rows}, engine {engine}"
+          f"{f', attention {attention}' if static else ''})", flush=True)
+    return Decoded(outputs, seconds, rows, len(plan), prefill_seconds + run.prefill_seconds if static else None, plan,
+                   attention)
 
 
 @dataclass
@@ -230,10 +236,10 @@ class Batch:
 
 def plan_batches(model, lengths: list[int], max_new_tokens: int, batch_size: int | str, sampled: bool
                  ) -> list[Batch]:
-    """Prompts shortest first, in batches of even size. With `auto` they are cut into tiers of TIER_TOKENS prompt
-    tokens, and each tier gets the most rows whose KV cache (its longest prompt + the budget) fits the free memory,
-    so short prompts are not batched as if they were as long as the longest. A fixed batch_size too large for the
-    GPU's free memory is shrunk to what fits, and said."""
+    """Prompts shortest first. With `auto` each batch takes the next prompts while the KV cache of all its rows
+    (its longest prompt + the budget) fits the free memory, so short prompts are not batched as if they were as long
+    as the longest, and no batch is added for a few long prompts. A fixed batch_size cuts them into batches of even
+    size; one too large for the GPU's free memory is shrunk to what fits, and said."""
     free = free_memory_bytes(model.device)
 
     def fitting(longest: int) -> int:
@@ -241,27 +247,22 @@ def plan_batches(model, lengths: list[int], max_new_tokens: int, batch_size: int
                                        value_bytes(model), sampled)
 
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    tiers: dict[int, list[int]] = {}
-    for i in order:
-        tiers.setdefault(-(-lengths[i] // TIER_TOKENS) if batch_size == "auto" else 0, []).append(i)
-    parts = []
-    for tier in tiers.values():  # a tier that fits one batch with the one before it joins it: no batch is added
-        if parts and len(parts[-1]) + len(tier) <= fitting(lengths[tier[-1]]):
-            parts[-1] += tier
-        else:
-            parts.append(list(tier))
-    plan = []
-    for part in parts:
-        longest = lengths[part[-1]]
-        fits = fitting(longest)
-        size = fits if batch_size == "auto" else batch_size
-        if batch_size != "auto" and model.device.type == "cuda" and fits < batch_size:
-            print(f"batch size {batch_size}: the KV cache of {batch_size} rows of {longest + max_new_tokens:,} tokens "
-                  f"does not fit the GPU's free memory; running {fits} rows per batch", flush=True)
-            size = fits
-        groups = batches(part, size)
-        plan += [Batch(group, max(map(len, groups)), longest) for group in groups]
-    return plan
+    if batch_size == "auto":
+        groups: list[list[int]] = []
+        for i in order:  # fitting() falls as prompts grow: a batch closes when its next prompt would not fit
+            if groups and len(groups[-1]) < fitting(lengths[i]):
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        return [Batch(group, len(group), lengths[group[-1]]) for group in groups]
+    longest = lengths[order[-1]]
+    fits, size = fitting(longest), batch_size
+    if model.device.type == "cuda" and fits < batch_size:
+        print(f"batch size {batch_size}: the KV cache of {batch_size} rows of {longest + max_new_tokens:,} tokens "
+              f"does not fit the GPU's free memory; running {fits} rows per batch", flush=True)
+        size = fits
+    groups = batches(order, size)
+    return [Batch(group, max(map(len, groups)), longest) for group in groups]
 
 
 def static_engine(model, rows: int, prompt_length: int, max_new_tokens: int, eos: int | None, pad: int,

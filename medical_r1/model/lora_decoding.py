@@ -68,18 +68,26 @@ def _modules():
     import torch
 
     class SharedDown(torch.nn.Module):
-        """x [A_1; ...; A_n]^T for the projections that read the same x: computed for the first, reused by the
-        rest (each holds this module; `x is` the last input while they run one after the other on it)."""
+        """x [A_1; ...; A_n]^T for the `readers` projections that read the same x: computed for the first, reused by
+        the rest (each holds this module; `x is` the last input while they run one after the other on it). Once the
+        last has read it, x and the product are let go: held on, every layer's input of a prefill chunk would stay
+        in memory (64 x 16,384 tokens x 4,096 x 2 bytes, 8.6 GB, for the 8B)."""
 
-        def __init__(self, weight):
+        def __init__(self, weight, readers: int):
             super().__init__()
             self.register_buffer("weight", weight, persistent=False)
+            self.readers, self.read = readers, 0
             self.last_input, self.last_output = None, None
 
         def forward(self, x):
             if x is not self.last_input:
                 self.last_input, self.last_output = x, torch.nn.functional.linear(x, self.weight)
-            return self.last_output
+                self.read = 0
+            out = self.last_output
+            self.read += 1
+            if self.read >= self.readers:
+                self.last_input, self.last_output = None, None
+            return out
 
     class LoraProjection(torch.nn.Module):
         """base(x) + (x A^T)[its columns] (s B)^T, the second product accumulated into the base's output."""
@@ -116,7 +124,7 @@ def fuse(peft_model):
             adapter = children[group[0]].active_adapters[0]
             downs = [children[c].lora_A[adapter].weight for c in group]
             dtype = bases[0].weight.dtype
-            down = shared_down(torch.cat(downs).to(dtype))
+            down = shared_down(torch.cat(downs).to(dtype), len(group))
             start = 0
             for child, base, a in zip(group, bases, downs):
                 layer = children[child]

@@ -55,21 +55,38 @@ def measure_generation(model, name: str, engine: str, batch_size, encoded: list[
     run = inference.generate_tokens(model, encoded, gen.max_new_tokens, batch_size, engine, None, pad, name)
     steps = run.batches * gen.max_new_tokens
     weights = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if "embed_tokens" not in n)
-    bound = flops.roofline(model.config, weights, run.batch_size, mean(map(len, encoded)), gen.max_new_tokens,
-                           inference.value_bytes(model), gen.peak_bandwidth_tbs, params.bench.peak_tflops)
+    bound = roofline(model, weights, run.plan, encoded, gen.max_new_tokens, params)
+    bound_seconds, bound["seconds"] = bound["seconds"], round(bound["seconds"], 3)
     new_tokens, ms_per_step = sum(map(len, run.tokens)), run.seconds * 1000 / steps
-    bound_tokens_per_second = run.batch_size / bound["ms_per_step"] * 1000
     timing = {}
     if run.prefill_seconds is not None:
+        decode_seconds = run.seconds - run.prefill_seconds
         timing = {"prefill_seconds": round(run.prefill_seconds, 2),
-                  "decode_ms_per_step": round((run.seconds - run.prefill_seconds) * 1000 / steps, 3)}
+                  "decode_ms_per_step": round(decode_seconds * 1000 / steps, 3), "attention": run.attention}
+        bound["decode_fraction"] = round(bound_seconds / decode_seconds, 4)
     return {"name": name, "engine": engine, "batch": batch_size, "batch_size": run.batch_size, "batches": run.batches,
+            "batch_rows": [batch.rows for batch in run.plan],
             "prompts": len(encoded), "prompt_tokens_mean": round(mean(map(len, encoded)), 1),
             "prompt_tokens_max": max(map(len, encoded)), "new_tokens": new_tokens, "seconds": round(run.seconds, 2),
             "tokens_per_second": round(new_tokens / run.seconds, 1), "ms_per_step": round(ms_per_step, 3), **timing,
-            "roofline": {**bound, "tokens_per_second": round(bound_tokens_per_second, 1),
-                         "fraction": round(bound["ms_per_step"] / ms_per_step, 4)},
+            "roofline": {**bound, "tokens_per_second": round(new_tokens / bound_seconds, 1),
+                         "fraction": round(bound_seconds / run.seconds, 4)},
             "device": runtime.device_name(), **runtime.peak_memory()}
+
+
+def roofline(model, weight_bytes: int, plan, encoded: list[list[int]], budget: int, params) -> dict:
+    """The least time of the run's decode steps: for each batch, `budget` steps of flops.roofline at its prompts
+    (rows that only fill a short batch up do no work the task needs, so they are not counted) and their mean
+    prompt length. `ms_per_step` and `kv_cache_bytes` are means over all steps; `matrix_ms` is the largest batch's."""
+    per_batch = [flops.roofline(model.config, weight_bytes, len(batch.prompts),
+                                mean(len(encoded[i]) for i in batch.prompts), budget, inference.value_bytes(model),
+                                params.bench.generate.peak_bandwidth_tbs, params.bench.peak_tflops)
+                 for batch in plan]
+    seconds = budget * sum(b["ms_per_step"] for b in per_batch) / 1000
+    return {"weight_bytes": weight_bytes, "kv_cache_bytes": round(mean(b["kv_cache_bytes"] for b in per_batch)),
+            "weights_ms": per_batch[0]["weights_ms"], "matrix_ms": max(b["matrix_ms"] for b in per_batch),
+            "ms_per_step": round(seconds * 1000 / (budget * len(plan)), 6), "seconds": seconds,
+            "bandwidth_tbs": params.bench.generate.peak_bandwidth_tbs, "peak_tflops": params.bench.peak_tflops}
 
 
 def generate(params, variants: list[str]) -> Iterator[dict]:
