@@ -1,6 +1,6 @@
 """Throwaway: decode attention kernel vs batched products, the 8B decode step at MedQA-like shapes, end to end.
 
-Ran on the H100 on 2026-12-06 (commit 99389a0 with uncommitted changes) from the repository root after the bench, as
+Ran on the H100 on 2026-12-06 (the decoding code of commit 0d3e51b) from the repository root after the bench, as
 `ROWS=160 SECTIONS=attention,step python3 profile_decode.py` (here copied from the ignored .gpu/ folder it ran from);
 it wrote profile-h100.json and profile-table-h100.txt. The e2e section reads prompt lengths from .gpu/lengths.json
 (the bench's 1,273 token counts) and was not run."""
