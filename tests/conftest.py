@@ -158,13 +158,17 @@ def trained(tmp_path_factory) -> Workdir:
     return workdir
 
 
+def user_env(env: dict | None = None) -> dict:
+    """The environment of a user's shell in a checkout: this venv's tools first on PATH (so DVC's `python -m ...`
+    is the venv's), offline, a git identity, and `env` on top."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
+            "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@example.com", "GIT_COMMITTER_NAME": "ci",
+            "GIT_COMMITTER_EMAIL": "ci@example.com", **(env or {})}
+
+
 def sh(args: list, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    """A command as a user runs it in a checkout: this venv's tools first on PATH, offline, a git identity, and
-    `env` on top."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
-           "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@example.com", "GIT_COMMITTER_NAME": "ci",
-           "GIT_COMMITTER_EMAIL": "ci@example.com", **(env or {})}
-    result = subprocess.run([str(arg) for arg in args], cwd=cwd, env=env, capture_output=True, text=True,
+    """A command as a user runs it in a checkout (`user_env`)."""
+    result = subprocess.run([str(arg) for arg in args], cwd=cwd, env=user_env(env), capture_output=True, text=True,
                             timeout=1200)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, args))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from scripts.pr_verdict import locked_outs
 from medical_r1.files import read_jsonl
-from tests.conftest import REPO, dvc, sh
+from tests.conftest import REPO, dvc, sh, user_env
 
 pytestmark = pytest.mark.slow
 
@@ -128,7 +128,7 @@ def test_a_second_concurrent_exp_run_files_no_result_under_the_wrong_params(repr
     """Two `dvc exp run` at once: DVC refuses the second, but it has rewritten params.yaml by then, so the first
     run's stage fails rather than be recorded under the second's params; those params then train, not restore."""
     first = subprocess.Popen([sys.executable, "-m", "dvc", "exp", "run", "-S", "train.max_steps=40"], cwd=reproduced,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(first.stdout), daemon=True)
     reader.start()
