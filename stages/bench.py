@@ -9,6 +9,7 @@ pipeline runs. Params are composed from conf/ as `dvc exp run -S ...` composes t
     python scripts/bench_flash_varlen.py run ...    # the same, one varlen attention call per layer on torch < 2.12
     python -m stages.bench generate -S recipe=speed_8b              # decoding: generate() vs the static engine
     python -m stages.bench generate -S recipe=speed_8b --variants base-auto tuned-auto   # MedQA-sized evaluation
+    python -m stages.bench mcq-set bench.jsonl -S recipe=speed_8b  # generate's prompts as an MCQ set, to time evaluate
     python -m stages.bench grpo -S recipe=speed_8b_grpo             # GRPO steps: our rollout engine vs generate()
     python -m stages.bench chart reports/bench/*.json               # results -> reports/bench/throughput_memory.png
     python3 -m dvc repro bench/dvc.yaml                             # every measurement bench/dvc.yaml names
@@ -21,6 +22,9 @@ Writes  reports/bench/<name>.json      (run) GPU, versions, params; steady-state
         reports/bench/generate-<variant>.json, reports/bench/generate.png   (generate) new tokens/s, ms per step,
                                        prefill and decode time, peak memory, fraction of the roofline (weights,
                                        matrix work, KV cache); the tuned model's route and teacher-forced loss
+        <path>.jsonl                   (mcq-set) generate's prompts as MCQ rows whose prompts have the same lengths:
+                                       `-S eval.mcq_sets.sample.source=<path>.jsonl -S eval.mcq_sets.sample.size=null`
+                                       times the evaluate stage on them
         reports/bench/grpo-<engine>.json (grpo) a GRPO step's seconds split into rollout, reward and policy update,
                                        rollout new tokens/s, peak memory; one file per rollout engine
         reports/bench/throughput_memory.png   (chart) tokens/s and peak memory of the results given
@@ -45,12 +49,15 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("run", "training steady state of the composed recipe"),
                             ("generate", "decoding speed, base and tuned, generate() vs the static engine"),
+                            ("mcq-set", "write generate's prompts as an MCQ set (to time the evaluate stage on them)"),
                             ("grpo", "GRPO steps split into rollout, reward and update, per rollout engine")):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("-S", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                              help="as `dvc exp run -S`: recipe=<name> or any param")
         if name == "run":
             command.add_argument("--name", help="result file name (default: <backend>-<precision>)")
+        elif name == "mcq-set":
+            command.add_argument("out", type=Path, help="the .jsonl file to write")
         elif name == "generate":
             command.add_argument("--variants", nargs="+", choices=list(decoding.VARIANTS), default=list(decoding.VARIANTS),
                                  help="what to measure (default: all, in this order)")
@@ -65,6 +72,11 @@ def main() -> None:
             files.write_json(BENCH_RESULTS / f"generate-{result['name']}.json", result)
             results.append(result)
         plots.generation_bars(results, BENCH_RESULTS / "generate.png")
+    elif args.command == "mcq-set":
+        params = config.compose(args.overrides)
+        train_rows, _, _ = training.inputs(params)
+        files.write_jsonl(args.out, decoding.mcq_set(params.bench.generate, train_rows))
+        print(f"bench mcq-set: {params.bench.generate.prompts:,} questions in {args.out}")
     elif args.command == "grpo":
         for result in grpo.measure(config.compose(args.overrides)):
             files.write_json(BENCH_RESULTS / f"{result['name']}.json", result)

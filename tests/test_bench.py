@@ -117,3 +117,22 @@ def test_kernel_breakdown_groups_gpu_time_by_kind():
     assert result["share"]["matmul (GEMM)"] == 0.8 and result["share"]["attention"] == 0.1
     assert result["share"]["elementwise"] == 0.06 and result["share"]["cross-entropy"] == 0.04
     assert [k["kernel"] for k in result["top_kernels"]][:2] == ["sm90_xmma_gemm_bf16bf16_bf16f32", "nvjet_hsh_128x256"]
+
+
+def test_the_mcq_set_of_generate_has_its_prompt_lengths():
+    """`bench mcq-set` writes generate's prompts as MCQ rows whose prompts are as long: the evaluate stage, timed on
+    them, decodes what the benchmark decodes."""
+    from medical_r1 import config
+    from medical_r1.data import prompts
+    from medical_r1.data.tasks import mcq
+    from medical_r1.speed import decoding
+
+    gen = config.compose(["bench.generate.prompts=25"]).bench.generate
+    words = "fever cough chest pain troponin dyspnoea anaemia sepsis lactate".split()
+    rows = [{"text": " ".join(words[(i * 7 + j) % len(words)] for j in range(400))} for i in range(40)]
+    windows = decoding.prompt_windows(gen, rows)
+    items = [mcq.Item(**mcq.validate(row)) for row in decoding.mcq_set(gen, rows)]
+    assert len(items) == len(windows) == 25
+    for item, window in zip(items, windows):
+        assert 0 <= len(prompts.inference_prompt(window)) - len(mcq.prompt(item)) <= 2  # at most the cut's spaces
+        assert item.gold == "A" and len(item.options) == 4

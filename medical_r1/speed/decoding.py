@@ -11,6 +11,7 @@ from typing import Iterator
 
 from medical_r1 import UserError, runtime
 from medical_r1.data import prompts
+from medical_r1.data.tasks import mcq
 from medical_r1.generation import inference
 from medical_r1.model import lora_decoding
 from medical_r1.speed import flops, training
@@ -32,15 +33,35 @@ def prompt_characters(gen) -> list[int]:
     return lengths[:-1] + [gen.prompt_chars_max]
 
 
-def generation_prompts(gen, tokenizer, rows: list[dict]) -> list[list[int]]:
-    """The R1 inference template around windows of the rows' text, one per length of `prompt_characters`."""
+def prompt_windows(gen, rows: list[dict]) -> list[str]:
+    """Windows of the rows' text, one per length of `prompt_characters`: the questions the benchmark decodes."""
     text = " ".join(r["text"] for r in rows)
     lengths = prompt_characters(gen)
     if len(text) < 2 * max(lengths):
         raise UserError(f"data.source holds {len(text):,} characters: too few for prompts of {max(lengths):,}")
     stride = (len(text) - max(lengths)) // gen.prompts
-    return [tokenizer(prompts.inference_prompt(text[i * stride:i * stride + n]))["input_ids"]
-            for i, n in enumerate(lengths)]
+    return [text[i * stride:i * stride + n] for i, n in enumerate(lengths)]
+
+
+def generation_prompts(gen, tokenizer, rows: list[dict]) -> list[list[int]]:
+    """The R1 inference template around each of `prompt_windows`, tokenized."""
+    return [tokenizer(prompts.inference_prompt(window))["input_ids"] for window in prompt_windows(gen, rows)]
+
+
+MCQ_OPTIONS = {"A": "first", "B": "second", "C": "third", "D": "fourth"}
+
+
+def mcq_set(gen, rows: list[dict]) -> list[dict]:
+    """`prompt_windows` as an MCQ set in MedQA's row shape, each question cut by what the options and instruction add,
+    so that its MCQ prompt is as long as the benchmark's prompt: the evaluate stage, timed on this set, decodes the
+    benchmark's prompt lengths."""
+    added = len(mcq.prompt(mcq.Item("", MCQ_OPTIONS, "A", "medqa"))) - len(prompts.inference_prompt(""))
+    windows = [window.strip() for window in prompt_windows(gen, rows)]
+    if min(map(len, windows)) <= added:
+        raise UserError(f"bench.generate: prompts of {min(map(len, windows))} characters leave no question beside "
+                        f"the options ({added} characters); raise bench.generate.prompt_chars_median")
+    return [{"question": window[:len(window) - added].strip(), "options": MCQ_OPTIONS, "answer_idx": "A",
+             "answer": MCQ_OPTIONS["A"]} for window in windows]
 
 
 def measure_generation(model, name: str, engine: str, batch_size, encoded: list[list[int]], pad: int, params
