@@ -146,12 +146,15 @@ def load_eval_perf(model: str) -> dict:
     return EVAL_PERF[model].read_json()[model]
 
 
-def save_run_info(device: str, weights: str, gradient_checkpointing: bool, optim: str, packing: bool) -> None:
+def save_run_info(device: str, weights: str, gradient_checkpointing: bool, optim: str, packing: bool,
+                  processes: int, rows_per_step: int) -> None:
     """What a training run resolved at run time: the device, `weights` (random or pretrained), whether activations
     were recomputed, the optimizer, whether rows were packed (as the trainer ran: Unsloth unpacks where it cannot
-    pack)."""
+    pack), the data-parallel processes and the rows each optimizer step sees (per device x accumulation x
+    processes)."""
     RUN_INFO.write_json({"device": device, "weights": weights, "gradient_checkpointing": gradient_checkpointing,
-                         "optim": optim, "packing": packing})
+                         "optim": optim, "packing": packing, "processes": processes,
+                         "rows_per_step": rows_per_step})
 
 
 def load_run_info() -> dict:

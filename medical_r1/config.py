@@ -136,6 +136,10 @@ class TrainConfig:
     micro-batch without recomputation fits in 70% of the GPU (medical_r1/model/memory.py), on otherwise; off on the CPU."""
     resume: Literal["auto", "never"]
     """`auto`: continue from the newest complete checkpoint of this same run (same params and data)."""
+    num_processes: int | Literal["auto"]
+    """Data-parallel processes (DDP under torchrun), one per GPU; `auto`: every visible GPU (1 on a machine without
+    one). An optimizer step then sees per_device_train_batch_size x gradient_accumulation_steps x num_processes
+    rows."""
 
 
 @dataclass
@@ -220,6 +224,9 @@ class EvalConfig:
     """Prompts per generation batch and rows per loss batch; `auto`: the most that fit the free memory."""
     engine: Literal["static", "generate"]
     """`static`: static KV cache, one CUDA graph per decode step on a GPU; `generate`: transformers' generate()."""
+    num_processes: int | Literal["auto"]
+    """Processes that share the batches, one per GPU; `auto`: every visible GPU (1 without one). The results are
+    byte-identical to one process's."""
     mcq: list[str]
     """Multiple-choice sets to score, by name from eval.mcq_sets, each reported apart; [] scores none."""
     mcq_sets: dict[str, McqSetConfig]
@@ -314,8 +321,9 @@ def rules(p: Params) -> list[tuple[str, Any, bool, str]]:
     keys = [f"{key[:-2]}.{f.name}" for key in POSITIVE if key.endswith(".*")
             for f in dataclasses.fields(value_at(p, key[:-2]))]
     positive = [(key, value_at(p, key)) for key in [k for k in POSITIVE if not k.endswith(".*")] + keys]
-    if p.eval.batch_size != "auto":
-        positive.append(("eval.batch_size", p.eval.batch_size))
+    positive += [(key, value) for key, value in (("eval.batch_size", p.eval.batch_size),
+                                                 ("train.num_processes", p.train.num_processes),
+                                                 ("eval.num_processes", p.eval.num_processes)) if value != "auto"]
     tiny, train, protocol, rl = p.model.tiny, p.train, p.eval.mcq_protocol, p.rl
     return [
         *((key, value, value > 0, "> 0") for key, value in positive),

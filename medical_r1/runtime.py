@@ -45,7 +45,14 @@ def peak_memory() -> dict:
 def device_name() -> str:
     import torch
 
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return torch.cuda.get_device_name(torch.cuda.current_device()) if torch.cuda.is_available() else "cpu"
+
+
+def device_map() -> dict | None:
+    """Load a model whole onto this process's GPU (a data-parallel worker's own), or leave it on the CPU."""
+    import torch
+
+    return {"": torch.cuda.current_device()} if torch.cuda.is_available() else None
 
 
 def cuda_available() -> bool:

@@ -2,6 +2,7 @@
 
     python -m stages.evaluate base      # dvc.yaml: evaluate_base, rerun only when the base or eval.* change
     python -m stages.evaluate tuned     # dvc.yaml: evaluate, after train
+    dvc exp run -S eval.num_processes=2 # the batches shared by 2 processes (GPUs), the same files as one writes
 
 Reads   params.yaml: seed (sampled MCQ decoding), data.task, data.on_bad_row, eval.*, train.load_in_4bit,
         train.max_seq_length; data/prepared/eval.jsonl, models/base/, each eval.mcq set's source (ours:
@@ -16,8 +17,9 @@ Writes  reports/eval/<model>/metrics.json   {"<model>": {...}}: eval_loss and pe
                                             MCQ set, mcq.<set>: accuracy (pass@1), no_letter, truncated,
                                             thinking_tokens, questions, samples, prompts_cut, rows_skipped,
                                             duplicates
-        reports/eval/<model>/perf.json      generation tokens/s and batch size, MCQ tokens/s per set, peak memory;
-                                            tuned: the adapter's decoding route (merged or lora) and merge error
+        reports/eval/<model>/perf.json      generation tokens/s and batch size, MCQ tokens/s per set, peak memory
+                                            (the first process's), processes; tuned: the adapter's decoding route
+                                            (merged or lora) and merge error
         reports/eval/<model>/generations.jsonl  what the model wrote: each sampled held-out question
                                             (prompt_set held_out), then every MCQ generation with its set, gold,
                                             sample number, chosen letter and the rule that read it (prompt_set mcq)
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 import sys
 
-from medical_r1 import UserError, artifacts, config, files, runtime
+from medical_r1 import UserError, artifacts, config, distributed, files, runtime
 from medical_r1.artifacts import BASE, EVAL_ROWS, GENERATIONS, MODELS, TUNED
 from medical_r1.data import tasks
 from medical_r1.data.tasks import mcq
@@ -49,12 +51,15 @@ def main() -> None:
     if name not in MODELS:
         raise UserError("usage: python -m stages.evaluate base|tuned")
     params = config.load()
-    evaluate(name, params.eval, params.data.task, params.data.on_bad_row, params.train.load_in_4bit,
-             params.train.max_seq_length, params.seed)
+    processes = distributed.processes(params.eval.num_processes, "eval.num_processes")
+    mcq_sets, base = inputs(name, params.eval, params.data.on_bad_row)
+    distributed.run("stages.evaluate", processes, lambda: evaluate(
+        name, mcq_sets, base, params.eval, params.data.task, params.train.load_in_4bit, params.train.max_seq_length,
+        params.seed))
 
 
-def evaluate(name: str, evaluation, task_name: str, on_bad_row: str, load_in_4bit: bool, max_seq_length: int,
-             seed: int) -> None:
+def inputs(name: str, evaluation, on_bad_row: str) -> tuple[dict, tuple[dict, list[str]] | None]:
+    """The MCQ sets to score and, for tuned, evaluate_base's results: checked before any model loads."""
     files.require_inputs([EVAL_ROWS.path, BASE.path / base_model.BASE_FILE], "prepare")
     if name == "tuned":
         files.require_inputs([TUNED.path / "adapter_config.json"], "rl")
@@ -64,7 +69,13 @@ def evaluate(name: str, evaluation, task_name: str, on_bad_row: str, load_in_4bi
     protocol = evaluation.mcq_protocol
     mcq_sets = {set_name: scoring.load_mcq(set_name, evaluation.mcq_sets[set_name], protocol.max_questions,
                                            on_bad_row) for set_name in evaluation.mcq}
-    base = read_base() if name == "tuned" else None  # a bad MCQ file or base output fails before any model runs
+    return mcq_sets, read_base() if name == "tuned" else None
+
+
+def evaluate(name: str, mcq_sets: dict, base: tuple[dict, list[str]] | None, evaluation, task_name: str,
+             load_in_4bit: bool, max_seq_length: int, seed: int) -> None:
+    """Score the model in this process (one of eval.num_processes, which share its batches); the first writes."""
+    protocol = evaluation.mcq_protocol
     runtime.setup()
     rows = files.read_jsonl(EVAL_ROWS.path)
     perf = {}
@@ -87,6 +98,9 @@ def evaluate(name: str, evaluation, task_name: str, on_bad_row: str, load_in_4bi
         generations += [{"prompt_set": "mcq", "set": set_name, "question": item.question, "gold": item.gold,
                          "sample": j, **answer_fields(mcq.read_answer(text, item.options)), "generation": text}
                         for item, texts in zip(items, run.texts) for j, text in enumerate(texts)]
+    if not distributed.is_main():
+        return
+    perf["processes"] = distributed.world_size()
     artifacts.save_scores(name, scores)
     artifacts.save_eval_perf(name, perf | runtime.peak_memory())
     files.write_jsonl(GENERATIONS[name].path, generations)

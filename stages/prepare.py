@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medical_r1 import UserError, artifacts, config, files
+from medical_r1 import UserError, artifacts, config, files, gpus
 from medical_r1.artifacts import BASE, EVAL_ROWS, PREPARE_STATS, TRAIN_ROWS
 from medical_r1.data import dataset, prompts, tasks
 from medical_r1.model import base_model
@@ -26,7 +26,8 @@ from medical_r1.model import base_model
 
 def main() -> None:
     params = config.load()
-    prepare(params.data, params.model, params.train.max_seq_length, params.seed)
+    with gpus.claimed(1):  # random weights are drawn on the GPU
+        prepare(params.data, params.model, params.train.max_seq_length, params.seed)
 
 
 def prepare(data, model, max_seq_length: int, seed: int) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 
-from medical_r1 import UserError, artifacts, config, files, runtime
+from medical_r1 import UserError, artifacts, config, files, gpus, runtime
 from medical_r1.artifacts import ADAPTER, BASE, EVAL_ROWS, TUNED
 from medical_r1.data.tasks import verifiable
 from medical_r1.data.tasks.verifiable import Problem
@@ -45,20 +45,21 @@ def main() -> None:
     if rl.max_steps == 0:
         hand_on_sft()
         return
-    base = BaseModel.read(BASE.path)
-    problems, stats = load_problems(rl, params.eval.mcq, params.eval.mcq_sets, params.data.on_bad_row)
-    problems, stats["too_long"] = fitting(problems, base, rl.max_new_tokens, max_seq_length)
-    session = grpo.setup(base, ADAPTER.path, params.train.backend, params.train.load_in_4bit, max_seq_length, rl,
-                         params.seed)
-    with tempfile.TemporaryDirectory() as scratch:
-        seconds = grpo.fit(session, problems, rl, params.seed, scratch)
-    finetune.save_adapter(session.model, session.tokenizer, TUNED.path, BASE.path)
-    metrics, perf = grpo.summarize(session.log, len(problems), seconds)
-    artifacts.RL_METRICS.write_json(metrics | stats)
-    artifacts.RL_PERF.write_json(perf | runtime.peak_memory())
-    files.write_csv(artifacts.RL_STEPS.path, session.log.rows)
-    print(f"rl: reward {metrics.get('reward_first')} -> {metrics.get('reward_final')} in {metrics['steps']} steps "
-          f"on {len(problems)} questions, {perf['seconds']} s ({perf['rollout_share']:.0%} of it in rollouts)")
+    with gpus.claimed(1):
+        base = BaseModel.read(BASE.path)
+        problems, stats = load_problems(rl, params.eval.mcq, params.eval.mcq_sets, params.data.on_bad_row)
+        problems, stats["too_long"] = fitting(problems, base, rl.max_new_tokens, max_seq_length)
+        session = grpo.setup(base, ADAPTER.path, params.train.backend, params.train.load_in_4bit, max_seq_length, rl,
+                             params.seed)
+        with tempfile.TemporaryDirectory() as scratch:
+            seconds = grpo.fit(session, problems, rl, params.seed, scratch)
+        finetune.save_adapter(session.model, session.tokenizer, TUNED.path, BASE.path)
+        metrics, perf = grpo.summarize(session.log, len(problems), seconds)
+        artifacts.RL_METRICS.write_json(metrics | stats)
+        artifacts.RL_PERF.write_json(perf | runtime.peak_memory())
+        files.write_csv(artifacts.RL_STEPS.path, session.log.rows)
+        print(f"rl: reward {metrics.get('reward_first')} -> {metrics.get('reward_final')} in {metrics['steps']} steps "
+              f"on {len(problems)} questions, {perf['seconds']} s ({perf['rollout_share']:.0%} of it in rollouts)")
 
 
 def hand_on_sft() -> None:

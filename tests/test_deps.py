@@ -131,15 +131,18 @@ def params_read_by(module: str) -> set[str]:
     data.task (main() is the only reader of the loaded params; the functions it calls get sections or values)."""
     tree = ast.parse(module_file(module).read_text())
     main = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "main")
+    inner = {id(node.value) for node in ast.walk(main) if isinstance(node, ast.Attribute)}
     chains = set()
     for node in ast.walk(main):
+        if id(node) in inner:  # `params.data` inside `params.data.task`: only the whole chain is read
+            continue
         chain = []
         while isinstance(node, ast.Attribute):
             chain.insert(0, node.attr)
             node = node.value
         if isinstance(node, ast.Name) and node.id == "params" and chain:
             chains.add(".".join(chain))
-    return {c for c in chains if not any(other.startswith(c + ".") for other in chains)}
+    return {c for c in chains if not any(c.startswith(whole + ".") for whole in chains)}  # a section read whole
 
 
 def test_each_stage_lists_exactly_the_params_it_reads():

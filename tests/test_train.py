@@ -35,7 +35,7 @@ def test_one_step_training_per_backend_writes_a_peft_adapter(workdir, backend):
     run = json.loads((workdir / "reports/train/run.json").read_text())
     assert run == {"device": torch.cuda.get_device_name(0) if CUDA else "cpu", "weights": "random",
                    "gradient_checkpointing": False, "optim": "adamw_8bit" if CUDA else "adamw_torch",
-                   "packing": False}
+                   "packing": False, "processes": 1, "rows_per_step": 2}
     steps = (workdir / "reports/train/steps.csv").read_text().splitlines()
     assert steps[0] == "step,loss,learning_rate,grad_norm,tokens_seen" and len(steps) == 3
     times = (workdir / "reports/train/step_times.csv").read_text().splitlines()

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from medical_r1 import UserError, runtime
+from medical_r1 import UserError, distributed, runtime
 from medical_r1.generation import decoding
 from medical_r1.model import lora_decoding, memory, precision
 from medical_r1.model.base_model import BaseModel
@@ -119,17 +119,20 @@ def teacher_forced_loss(model, tokenizer, rows: list[dict], batch_size: int | st
     """Mean per-token NLL on the full text and on the completion part only (token-weighted).
 
     Rows are batched by length; logits are computed LOGITS_CHUNK real tokens at a time, never for the whole batch.
+    Data-parallel processes share the batches (distributed.mine) and add their sums up in batch order, as one
+    process would.
     """
     import torch
 
     encoded = [tokenizer(r["text"], truncation=True, max_length=max_length)["input_ids"] for r in rows]
     prompt_lengths = [len(tokenizer(r["prompt"])["input_ids"]) for r in rows]
     if batch_size == "auto":
-        batch_size = memory.loss_batch(model.config, free_memory_bytes(model.device), max(map(len, encoded)),
-                                       LOGITS_CHUNK, value_bytes(model))
+        batch_size = distributed.agreed(memory.loss_batch(model.config, free_memory_bytes(model.device),
+                                                          max(map(len, encoded)), LOGITS_CHUNK, value_bytes(model)))
     decoder, head = model.get_decoder(), model.get_output_embeddings()
-    totals = {"full": [0.0, 0], "response": [0.0, 0]}
-    for batch in batches(sorted(range(len(rows)), key=lambda i: len(encoded[i])), batch_size):
+    sums = {}
+    plan = list(enumerate(batches(sorted(range(len(rows)), key=lambda i: len(encoded[i])), batch_size)))
+    for index, batch in distributed.mine(plan):
         ids, mask = padded([encoded[i] for i in batch], tokenizer.pad_token_id, "right", model.device)
         with torch.no_grad():
             hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
@@ -141,9 +144,14 @@ def teacher_forced_loss(model, tokenizer, rows: list[dict], batch_size: int | st
             nll = torch.cat([torch.nn.functional.cross_entropy(head(states[s:s + LOGITS_CHUNK]).float(),
                                                                targets[s:s + LOGITS_CHUNK], reduction="none")
                              for s in range(0, len(targets), LOGITS_CHUNK)])
-        for key, selected in (("full", nll), ("response", nll[response])):
-            totals[key][0] += selected.sum().item()
-            totals[key][1] += selected.numel()
+        sums[index] = {key: (selected.sum().item(), selected.numel())
+                       for key, selected in (("full", nll), ("response", nll[response]))}
+    sums = distributed.gathered(sums)
+    totals = {"full": [0.0, 0], "response": [0.0, 0]}
+    for index in range(len(plan)):
+        for key, (total, count) in sums[index].items():
+            totals[key][0] += total
+            totals[key][1] += count
     return {key: total / max(count, 1) for key, (total, count) in totals.items()}
 
 
@@ -179,17 +187,22 @@ def generate_tokens(model, encoded: list[list[int]], max_new_tokens: int, batch_
     by the static engine at each prompt's key in `keys`.
 
     Prompts run in the batches of `plan_batches`, left-padded; a static decoder (its cache and captured graphs) serves
-    every batch of its shape. Shows a progress bar on a terminal and prints one summary line, `label` first."""
+    every batch of its shape. Data-parallel processes run every world_size-th batch of the first process's plan, so
+    each prompt is decoded in the batch it has in one process, and all get every prompt's tokens. Shows a progress
+    bar on a terminal and prints one summary line, `label` first."""
     import torch
     from tqdm import tqdm
 
-    plan = plan_batches(model, list(map(len, encoded)), max_new_tokens, batch_size, sampling is not None)
+    plan = distributed.agreed(plan_batches(model, list(map(len, encoded)), max_new_tokens, batch_size,
+                                           sampling is not None))
     attention = model.config._attn_implementation
     new_tokens: dict[int, list[int]] = {}
-    progress = tqdm(total=len(encoded), desc=label, unit="prompt", disable=None, leave=False)
+    mine = distributed.mine(plan)
+    progress = tqdm(total=sum(len(batch.prompts) for batch in mine), desc=label, unit="prompt",
+                    disable=None if distributed.is_main() else True, leave=False)
     began, prefill_seconds, run, shape = time.perf_counter(), 0.0, None, None
     try:
-        for batch in plan:
+        for batch in mine:
             if engine == "generate":
                 run = run or generate_engine(model, max_new_tokens, eos, pad)
                 filled = batch.prompts
@@ -212,16 +225,19 @@ def generate_tokens(model, encoded: list[list[int]], max_new_tokens: int, batch_
     finally:
         progress.close()
         model.set_attn_implementation(attention)
-    seconds = time.perf_counter() - began
+    seconds = distributed.slowest(time.perf_counter() - began)
+    new_tokens = distributed.gathered(new_tokens)
     outputs = [new_tokens[i] for i in range(len(encoded))]
     total, rows = sum(map(len, outputs)), max(batch.rows for batch in plan)
     static = engine == "static"
-    attention = ("kernel" if run.kernel else "products") if static else None
-    print(f"{label}: {len(encoded)} prompts, {total:,} new tokens in {seconds:.1f} s ({total / seconds:,.0f} "
-          f"tokens/s; {len(plan)} batches of up to {rows}, engine {engine}"
-          f"{f', attention {attention}' if static else ''})", flush=True)
-    return Decoded(outputs, seconds, rows, len(plan), prefill_seconds + run.prefill_seconds if static else None, plan,
-                   attention)
+    attention = distributed.agreed(("kernel" if run and run.kernel else "products") if static else None)
+    processes = f", {distributed.world_size()} processes" if distributed.active() else ""
+    if distributed.is_main():
+        print(f"{label}: {len(encoded)} prompts, {total:,} new tokens in {seconds:.1f} s ({total / seconds:,.0f} "
+              f"tokens/s; {len(plan)} batches of up to {rows}, engine {engine}"
+              f"{f', attention {attention}' if static else ''}{processes})", flush=True)
+    prefill_seconds += run.prefill_seconds if static and run else 0.0  # a process may have had no batch
+    return Decoded(outputs, seconds, rows, len(plan), prefill_seconds if static else None, plan, attention)
 
 
 @dataclass

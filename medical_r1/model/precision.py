@@ -51,7 +51,7 @@ class Precision:
                 bnb_4bit_compute_dtype=runtime.compute_dtype())
         return AutoModelForCausalLM.from_pretrained(
             weights, revision=revision, dtype=runtime.compute_dtype(), trust_remote_code=trust_remote_code,
-            device_map={"": 0} if runtime.cuda_available() else None, use_safetensors=True, **kwargs)
+            device_map=runtime.device_map(), use_safetensors=True, **kwargs)
 
     def add_lora(self, backend, model, lora, seed: int, gradient_checkpointing: bool) -> Any:
         """backend.add_lora, with FP8's conversion of the wrapped weights before and its check after."""

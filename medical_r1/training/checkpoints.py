@@ -18,11 +18,12 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from medical_r1 import files
+from medical_r1 import UserError, distributed, files
 
 MARKER = "resume.json"
-BOOKKEEPING = ("resume", "logging_steps", "save_steps")
-"""train.* knobs that change how a run is recorded, not what it computes."""
+BOOKKEEPING = ("resume", "logging_steps", "save_steps", "num_processes")
+"""train.* knobs left out of the fingerprint: how a run is recorded, and its process count, which resume.json
+records so that a run at another count is refused rather than started over."""
 
 
 CODE = (Path(__file__).parents[1], Path(__file__).parents[2] / "stages")
@@ -64,19 +65,30 @@ def find_resumable(directory: Path, run_fingerprint: str, max_steps: int) -> Pat
     return None
 
 
+def require_same_processes(checkpoint: Path, processes: int) -> None:
+    """A checkpoint continues only at the process count that wrote it (its data order and RNG states are per
+    process)."""
+    wrote = files.read_json(checkpoint / MARKER).get("processes", 1)
+    if wrote != processes:
+        raise UserError(f"{checkpoint} was written by {wrote} process{'es' * (wrote > 1)}: continue it with "
+                        f"train.num_processes={wrote}, or set train.resume=never to start over at {processes}")
+
+
 def clear(directory: Path) -> None:
     """Drop checkpoints: all runs' before a run starts from step 0, its own once it has finished."""
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def marker_writer(run_fingerprint: str, log):
-    """A TrainerCallback writing resume.json into each checkpoint once the trainer has saved it."""
+def marker_writer(run_fingerprint: str, log, processes: int):
+    """A TrainerCallback writing resume.json into each checkpoint once the trainer has saved it (rank 0)."""
     from transformers import TrainerCallback
 
     class MarkComplete(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
-            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            files.write_json(path / MARKER, {"fingerprint": run_fingerprint, "step": state.global_step,
-                                             **log.state()})
+            saved = log.state()
+            if distributed.is_main():
+                path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                files.write_json(path / MARKER, {"fingerprint": run_fingerprint, "step": state.global_step,
+                                                 "processes": processes, **saved})
 
     return MarkComplete()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medical_r1 import UserError, files, runtime
+from medical_r1 import UserError, distributed, files, runtime
 from medical_r1.model import backends, base_model, memory, precision
 from medical_r1.training import steplog
 from medical_r1.model.base_model import BaseModel
@@ -77,6 +77,13 @@ def check_optimizer(train) -> None:
                         "train.lr_scheduler_kwargs, or use linear or cosine") from None
 
 
+def check_processes(train, processes: int) -> None:
+    """Refuse what cannot train data-parallel: FP8's converted projections are not measured under DDP."""
+    if processes > 1 and precision.for_training(train).name == "fp8":
+        raise UserError(f"train.base_precision fp8 trains in one process; set train.num_processes: 1 or "
+                        f"train.base_precision: bf16 for {processes} processes")
+
+
 def setup(base: BaseModel, train, lora, seed: int, lengths: list[int]) -> Session:
     """The base model with LoRA, ready to train on rows of these token lengths."""
     base_model.check_lora(base, lora)
@@ -107,7 +114,7 @@ def decide_checkpointing(train, backend: backends.Backend, model, lengths: list[
               else memory.worst_batch_tokens(lengths, batch, padding_free=backend.padding_free))
     loaded = torch.cuda.memory_allocated() / 2**30
     estimate = memory.estimated_peak_gib(backend.activation_bytes_per_token(model.config), tokens, loaded)
-    gpu = torch.cuda.get_device_properties(0).total_memory / 2**30
+    gpu = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30
     return memory.choose_checkpointing(train.gradient_checkpointing, estimate, gpu), round(estimate, 2)
 
 
@@ -147,6 +154,7 @@ def sft_trainer(session: Session, train_rows: list[dict], eval_rows: list[dict] 
         max_length=train.max_seq_length, packing=train.packing, dataset_text_field="text",
         dataloader_num_workers=0, logging_nan_inf_filter=False,  # a NaN loss must reach steplog, not be averaged away
         dataloader_pin_memory=cuda, accelerator_config={"non_blocking": cuda},  # a batch's copy waits for no GPU work
+        ddp_find_unused_parameters=False if distributed.active() else None,  # LoRA: every trainable weight is used
         **session.backend.trainer_args(session.gradient_checkpointing))
     to_dataset = lambda rows: Dataset.from_list([{"text": r["text"]} for r in rows])  # noqa: E731
     return SFTTrainer(model=session.model, args=args, processing_class=session.tokenizer,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 
-from medical_r1 import UserError
+from medical_r1 import UserError, distributed
 
 TIMING_COLUMNS = ("tokens_per_second", "seconds")
 """Step-log columns that vary between reruns; steps.csv leaves them to step_times.csv."""
@@ -16,7 +16,8 @@ def step_logger(model, pad_token_id: int):
     """A TrainerCallback that records one row per logged step (loss, lr, grad norm, tokens/s).
 
     Tokens are counted where they enter the model (a hook on the input embeddings, training forwards
-    only, padding excluded), so every backend and collator (padded or padding-free) is counted alike.
+    only, padding excluded), so every backend and collator (padded or padding-free) is counted alike; under DDP
+    each process counts its own and the log sums them (every process logs and saves at the same steps).
     """
     from transformers import TrainerCallback
 
@@ -24,7 +25,7 @@ def step_logger(model, pad_token_id: int):
         def __init__(self):
             self.rows, self.evals = [], []
             self.started = self.last_time = None
-            self.last_tokens, self.tokens, self.offset = 0, 0, 0.0
+            self.last_tokens, self.tokens, self.seen, self.offset = 0, 0, 0, 0.0
             self.steps = 0
             self.diverged = None
             model.get_input_embeddings().register_forward_hook(self.count_tokens)
@@ -34,13 +35,14 @@ def step_logger(model, pad_token_id: int):
                 self.tokens = self.tokens + (args[0] != pad_token_id).sum()
 
         def state(self) -> dict:
-            """What a resumed run needs to continue this log (saved with each checkpoint)."""
-            return {"rows": self.rows, "evals": self.evals, "tokens": int(self.tokens),
+            """What a resumed run needs to continue this log (saved with each checkpoint; every process calls it)."""
+            return {"rows": self.rows, "evals": self.evals, "tokens": distributed.total(self.tokens),
                     "seconds": round(time.perf_counter() - self.started, 4)}
 
         def restore(self, saved: dict) -> None:
             self.rows, self.evals = saved["rows"], saved["evals"]
-            self.tokens = self.last_tokens = saved["tokens"]
+            self.seen = self.last_tokens = saved["tokens"]
+            self.tokens = saved["tokens"] if distributed.is_main() else 0  # the processes' counts sum to it
             self.offset = saved["seconds"]
 
         def on_train_begin(self, args, state, control, **kwargs):
@@ -62,7 +64,8 @@ def step_logger(model, pad_token_id: int):
                 self.evals.append({"step": state.global_step, "eval_loss": round(logs["eval_loss"], 5)})
             if "loss" not in logs:
                 return
-            now, tokens = time.perf_counter(), int(self.tokens)
+            now, tokens = time.perf_counter(), distributed.total(self.tokens)
+            self.seen = tokens
             rate = (tokens - self.last_tokens) / max(now - self.last_time, 1e-9)
             self.last_time, self.last_tokens = now, tokens
             self.rows.append({"step": state.global_step, "loss": round(logs["loss"], 5),
@@ -102,11 +105,11 @@ def summarize(log) -> dict:
     return {"steps": log.steps, "train_loss_first": rows[0]["loss"] if rows else None,
             "train_loss_final": rows[-1]["loss"] if rows else None,
             "eval_loss_final": log.evals[-1]["eval_loss"] if log.evals else None,
-            "tokens_seen": int(log.tokens)}
+            "tokens_seen": log.seen}
 
 
 def speed(log, train_seconds: float) -> dict:
     """Wall time and throughput of the run (these vary between reruns; metrics.json keeps only what does not)."""
-    tokens = int(log.tokens)
+    tokens = log.seen
     return {"train_seconds": round(train_seconds, 2),
             "tokens_per_second": round(tokens / train_seconds, 1) if train_seconds else 0.0}

@@ -30,7 +30,7 @@ class UnslothBackend:
         model, _ = FastLanguageModel.from_pretrained(
             model_name=base.weights, revision=base.revision, max_seq_length=max_seq_length,
             dtype=runtime.compute_dtype(), load_in_4bit=precision.load_in_4bit,
-            trust_remote_code=base.trust_remote_code,
+            trust_remote_code=base.trust_remote_code, device_map=runtime.device_map() or "sequential",
             use_exact_model_name=True,  # no swap to a pre-quantized mirror: train on the weights evaluate loads
             local_files_only=Path(base.weights).is_dir())  # else it asks the hub for <dir>/adapter_config.json
         return model, AutoTokenizer.from_pretrained(base.tokenizer)
