@@ -63,7 +63,8 @@ def train(params, run: str, resume_from: Path | None, processes: int) -> None:
     session = finetune.setup(base, params.train, params.lora, params.seed, [r["n_tokens"] for r in train_rows])
     if resume_from:
         session.log.restore(files.read_json(resume_from / checkpoints.MARKER))
-        print(f"train: resuming from {resume_from}")
+        if distributed.is_main():
+            print(f"train: resuming from {resume_from}")
     seconds = fit(session, train_rows, eval_rows, params.seed, run, resume_from, processes, params.train)
     if distributed.is_main():
         save(session, seconds, base, params.train, processes)

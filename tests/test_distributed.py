@@ -29,11 +29,13 @@ def trained_with(workdir: Workdir, **overrides) -> tuple[list[dict], dict, str]:
         workdir / "models/adapter/adapter_model.safetensors"), result.stdout
 
 
-def test_two_processes_of_one_row_train_as_one_process_of_two(tmp_path):
-    one, loss_one, _ = trained_with(Workdir(tmp_path / "one"), **{"train.per_device_train_batch_size": 2})
+@pytest.mark.parametrize("backend", ["unsloth", "hf"])
+def test_two_processes_of_one_row_train_as_one_process_of_two(tmp_path, backend):
+    one, loss_one, _ = trained_with(Workdir(tmp_path / "one"), **{"train.per_device_train_batch_size": 2,
+                                                                  "train.backend": backend})
     two_dir = Workdir(tmp_path / "two")
     two, loss_two, stdout = trained_with(two_dir, **{"train.per_device_train_batch_size": 1,
-                                                     "train.num_processes": 2})
+                                                     "train.num_processes": 2, "train.backend": backend})
     assert [r["step"] for r in two] == [r["step"] for r in one] == [1, 2, 3, 4, 5, 6]
     for a, b in zip(one, two):
         assert abs(a["loss"] - b["loss"]) <= LOSS_TOLERANCE, (a, b)

@@ -254,7 +254,7 @@ def test_auto_batches_fill_up_to_their_longest_prompts_cache():
 INTERPRETED = """
 import os, sys, torch
 sys.path.insert(0, os.environ["REPO"])
-from medical_r1.generation import decoding
+from medical_r1.generation import decode_kernel, decoding
 """
 
 
@@ -286,7 +286,7 @@ for dtype in (torch.float32, torch.float16):
         visible = torch.arange(slots)[None, None, None, :]
         visible = (visible >= starts.view(rows, 1, 1, 1)) & (visible <= position)
         k2, v2 = (torch.where(visible.view(rows, 1, slots, 1), t, torch.full_like(t, 300)) for t in (k, v))
-        fast = decoding.decode_attention(q, k2, v2, starts, torch.tensor(position), hd ** -0.5).float()
+        fast = decode_kernel.decode_attention(q, k2, v2, starts, torch.tensor(position), hd ** -0.5).float()
         slow = decoding.cache_attention(None, q.float(), k.float(), v.float(), visible, scaling=hd ** -0.5)[0]
         print(dtype, position, (fast - slow).abs().max().item())
 """, tmp_path)

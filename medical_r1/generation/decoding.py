@@ -27,6 +27,7 @@ import functools
 import time
 from dataclasses import dataclass
 
+from medical_r1.generation.decode_kernel import decode_attention
 from medical_r1.model import memory
 
 ATTENTION = "static_cache_gqa"
@@ -35,11 +36,6 @@ WINDOW = 256
 """Without the kernel, decode attention reads the cache up to the filled length rounded up to this many slots (one
 CUDA graph per window length), not the whole allocation: at a 2,048-token budget a step reads on average about half
 of it. The kernel reads exactly the filled slots of each row, so it runs one graph for the whole budget."""
-KERNEL_BLOCK = 64
-"""Cache slots the decode kernel reads per iteration (K and V: 2 x 64 x head dim x 2 bytes)."""
-KERNEL_WARPS = 4
-KERNEL_STAGES = 3
-"""Loads the decode kernel keeps in flight (software pipelining)."""
 CHECK_EVERY = 16
 """Decode steps between two host checks of whether every row has stopped (each check is one sync)."""
 PREFILL_TOKENS = 16384
@@ -154,69 +150,6 @@ def cache_attention(module, query, key, value, attention_mask, scaling=None, dro
     probs = torch.softmax(scores, dim=-1).to(value.dtype).view(batch * kv_heads, -1, length)
     out = torch.bmm(probs, value.reshape(batch * kv_heads, length, head_dim))
     return out.view(batch, 1, heads, head_dim), None
-
-
-@functools.cache
-def _decode_kernel():
-    """The Triton kernel of `decode_attention`, built on first use (importing this module needs no Triton)."""
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def kernel(q_ptr, k_ptr, v_ptr, out_ptr, starts_ptr, position_ptr, scale,
-               q_row, q_head, k_row, k_head, k_slot, v_row, v_head, v_slot, o_row, o_head,
-               KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
-               BLOCK: tl.constexpr):
-        program = tl.program_id(0)
-        row, kv_head = (program // KV_HEADS).to(tl.int64), program % KV_HEADS  # offsets past 2**31 elements
-        start = tl.load(starts_ptr + row).to(tl.int32)
-        end = tl.load(position_ptr).to(tl.int32) + 1
-        group, dims = tl.arange(0, GROUP_PAD), tl.arange(0, HEAD_DIM)
-        heads = kv_head * GROUP + group
-        real = (group < GROUP)[:, None]
-        q = tl.load(q_ptr + row * q_row + heads[:, None] * q_head + dims[None, :], mask=real, other=0.0)
-        best = tl.full([GROUP_PAD], float("-inf"), tl.float32)
-        total = tl.zeros([GROUP_PAD], tl.float32)
-        acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
-        keys = k_ptr + row * k_row + kv_head * k_head
-        values = v_ptr + row * v_row + kv_head * v_head
-        for block in range(start // BLOCK * BLOCK, end, BLOCK):
-            slots = block + tl.arange(0, BLOCK)
-            visible = (slots >= start) & (slots < end)
-            k = tl.load(keys + slots[:, None] * k_slot + dims[None, :], mask=visible[:, None], other=0.0)
-            scores = tl.dot(q, tl.trans(k)) * scale
-            scores = tl.where(visible[None, :], scores, float("-inf"))
-            top = tl.maximum(best, tl.max(scores, 1))
-            correction = tl.exp(best - top)
-            p = tl.exp(scores - top[:, None])
-            total = total * correction + tl.sum(p, 1)
-            v = tl.load(values + slots[:, None] * v_slot + dims[None, :], mask=visible[:, None], other=0.0)
-            acc = acc * correction[:, None] + tl.dot(p.to(v.dtype), v)
-            best = top
-        out = acc / total[:, None]
-        tl.store(out_ptr + row * o_row + heads[:, None] * o_head + dims[None, :],
-                 out.to(out_ptr.dtype.element_ty), mask=real)
-
-    return kernel
-
-
-def decode_attention(query, key, value, starts, position, scaling):
-    """One decode step's attention, one Triton program per (row, KV head): query [rows, heads, 1, head dim] against
-    the cache slots `starts[row]` .. `position` (inclusive) of key/value [rows, KV heads, slots, head dim]; the
-    query heads of a KV head are one tile, so K and V are read once. Returns [rows, 1, heads, head dim]."""
-    import torch
-
-    rows, heads, _, head_dim = query.shape
-    kv_heads = key.shape[1]
-    group = heads // kv_heads
-    out = torch.empty(rows, 1, heads, head_dim, dtype=query.dtype, device=query.device)
-    _decode_kernel()[(rows * kv_heads,)](
-        query, key, value, out, starts, position, scaling,
-        query.stride(0), query.stride(1), key.stride(0), key.stride(1), key.stride(2),
-        value.stride(0), value.stride(1), value.stride(2), out.stride(0), out.stride(2),
-        KV_HEADS=kv_heads, GROUP=group, GROUP_PAD=max(16, 1 << (group - 1).bit_length()), HEAD_DIM=head_dim,
-        BLOCK=KERNEL_BLOCK, num_warps=KERNEL_WARPS, num_stages=KERNEL_STAGES)
-    return out
 
 
 def kernel_usable(model) -> bool:

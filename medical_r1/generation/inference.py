@@ -58,7 +58,7 @@ class Decoded:
     plan: list["Batch"]
     """The batches as run (`plan_batches`)."""
     attention: str | None
-    """The static engine's decode attention: `kernel` (decoding.decode_attention) or `products` (None for
+    """The static engine's decode attention: `kernel` (decode_kernel.decode_attention) or `products` (None for
     generate())."""
 
 

@@ -13,7 +13,7 @@ import traceback
 import torch
 
 sys.path.insert(0, ".")
-from medical_r1.generation import decoding, inference  # noqa: E402
+from medical_r1.generation import decode_kernel, decoding, inference  # noqa: E402
 
 OUT = os.environ.get("OUT", "/tmp")
 R = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
@@ -65,9 +65,9 @@ try:
         entry["products"] = {"ms": round(ms, 3), "gbs": round(nbytes / ms / 1e6)}
         ref = slow()[0].float()
         for block, warps, stages in ((64, 4, 3), (64, 4, 4), (32, 4, 3), (128, 8, 3), (64, 8, 3)):
-            decoding.KERNEL_BLOCK, decoding.KERNEL_WARPS, decoding.KERNEL_STAGES = block, warps, stages
+            decode_kernel.BLOCK, decode_kernel.WARPS, decode_kernel.STAGES = block, warps, stages
             try:
-                fast = lambda: decoding.decode_attention(q, K, V, starts, position, hd ** -0.5)
+                fast = lambda: decode_kernel.decode_attention(q, K, V, starts, position, hd ** -0.5)
                 err = ((fast().float() - ref).abs().max() / ref.abs().max()).item()
                 ms = timed(fast)
                 entry[f"kernel_b{block}_w{warps}_s{stages}"] = {"ms": round(ms, 3), "gbs": round(nbytes / ms / 1e6),
@@ -87,7 +87,7 @@ best = min([(v["ms"], k) if k != "kernel_b64_w4_s3" else (v["ms"] * 0.97, k) for
             if k.startswith("kernel") and isinstance(v, dict) and v["rel_err"] < 0.02] or [(0, "kernel_b64_w4_s3")])
 b, w, s = (int(x[1:]) for x in best[1].split("_")[1:])
 R["kernel_config_best"] = best[1]
-decoding.KERNEL_BLOCK, decoding.KERNEL_WARPS, decoding.KERNEL_STAGES = 64, 4, 3  # what the decoder runs
+decode_kernel.BLOCK, decode_kernel.WARPS, decode_kernel.STAGES = 64, 4, 3  # what the decoder runs
 print("kernel config", best, flush=True)
 
 # 2. the 8B decode step, rows ROWS, prompts up to 500 (left-padded), budget 2048
