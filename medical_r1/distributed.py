@@ -14,11 +14,15 @@ any CUDA work; the workers inherit them through CUDA_VISIBLE_DEVICES.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from typing import Any, Callable
 
 from medical_r1 import UserError, gpus
+
+PR_SET_PDEATHSIG = 1
+"""prctl(2): the signal a process gets when its parent dies."""
 
 
 def processes(requested: int | str, param: str) -> int:
@@ -68,6 +72,7 @@ def run(module: str, count: int, work: Callable[[], None]) -> None:
     """`work()` in one process, or in `count` processes of `python -m <module>` (with this process's arguments)
     under torchrun; in the stage's first process after claiming its GPUs (gpus.claimed)."""
     if in_worker():
+        die_with_parent()
         init()
         try:
             work()
@@ -84,10 +89,19 @@ def run(module: str, count: int, work: Callable[[], None]) -> None:
                    "-m", module, *sys.argv[1:]]
         keep = [f.fileno() for f in claim.lock_files] if claim else []  # the workers hold the GPUs too
         waiting = {"OMP_WAIT_POLICY": "PASSIVE"}  # CPU processes sharing cores: idle threads must not spin on them
-        finished = subprocess.run(command, pass_fds=keep, env=waiting | os.environ)
+        finished = subprocess.run(command, pass_fds=keep, env=waiting | os.environ, preexec_fn=die_with_parent)
         if finished.returncode:
             raise UserError(f"{module}: a process of {count} failed (exit code {finished.returncode}); its error is "
                             "above, and nothing of this run is recorded")
+
+
+def die_with_parent() -> None:
+    """Have Linux kill this process when its parent dies: torchrun starts its workers in sessions of their own, so
+    without this a killed stage (kill -9, a crashed DVC) would leave them training and writing."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def init() -> None:
@@ -97,6 +111,9 @@ def init() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    else:  # the trainer loads a checkpoint's optimizer to its device, `cpu:<rank>`, a tag torch.load cannot place
+        torch.serialization.register_package(
+            99, lambda storage: None, lambda storage, location: storage if location.startswith("cpu:") else None)
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 

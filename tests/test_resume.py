@@ -27,10 +27,15 @@ def deterministic(metrics: dict) -> dict:
                                     "tokens_seen")}
 
 
-def test_killed_run_resumes_to_identical_weights_and_metrics(tmp_path):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_killed_run_resumes_to_identical_weights_and_metrics(tmp_path, processes):
+    """The stage's process killed after its step-4 checkpoint (with 2 processes its torchrun and workers die with
+    it, or they would finish and delete the checkpoints): the rerun resumes there and ends where an uninterrupted
+    run at the same process count ends."""
     whole, killed = Workdir(tmp_path / "a"), Workdir(tmp_path / "b")
     for workdir in (whole, killed):
-        workdir.params(small(RUN))
+        workdir.params(small(RUN | {"train.num_processes": processes,
+                                    "train.per_device_train_batch_size": 2 // processes}))
         workdir.run("prepare")
     whole.run("train")
 

@@ -155,6 +155,7 @@ def sft_trainer(session: Session, train_rows: list[dict], eval_rows: list[dict] 
         dataloader_num_workers=0, logging_nan_inf_filter=False,  # a NaN loss must reach steplog, not be averaged away
         dataloader_pin_memory=cuda, accelerator_config={"non_blocking": cuda},  # a batch's copy waits for no GPU work
         ddp_find_unused_parameters=False if distributed.active() else None,  # LoRA: every trainable weight is used
+        use_cpu=not cuda,  # else accelerate runs gloo processes as unrelated single ones, each on all the rows
         **session.backend.trainer_args(session.gradient_checkpointing))
     to_dataset = lambda rows: Dataset.from_list([{"text": r["text"]} for r in rows])  # noqa: E731
     return SFTTrainer(model=session.model, args=args, processing_class=session.tokenizer,
