@@ -29,25 +29,26 @@ def processes(requested: int | str, param: str) -> int:
     """`requested` (a count or `auto`) as a process count this machine can run: `auto` is every GPU the stage may
     use (MEDICAL_R1_GPUS's pool, else the visible GPUs), 1 without a GPU; a count must not exceed them (on a machine
     without GPUs: its CPU cores, one gloo process each)."""
-    available, what = devices()
+    available, what, gpus_there = devices()
     if requested == "auto":
-        return available if what.endswith("GPUs") else 1
+        return available if gpus_there else 1
     if requested > available:
         raise UserError(f"{param}: {requested} processes, but this machine has {available} {what}; set {param} to "
                         f"at most {available} (or auto)")
     return requested
 
 
-def devices() -> tuple[int, str]:
-    """How many processes can run side by side, and what they run on. Counting GPUs does not initialise CUDA."""
+def devices() -> tuple[int, str, bool]:
+    """How many processes can run side by side, what they run on, and whether that is GPUs. Counting GPUs does not
+    initialise CUDA."""
     pool = os.environ.get(gpus.POOL_ENV, "").strip()
     if pool:
-        return len(gpus.parse_pool(pool)), f"GPUs in {gpus.POOL_ENV}"
+        return len(gpus.parse_pool(pool)), f"GPUs in {gpus.POOL_ENV}", True
     import torch
 
     if torch.cuda.is_available():
-        return torch.cuda.device_count(), "visible GPUs"
-    return os.cpu_count() or 1, "CPU cores (no GPU)"
+        return torch.cuda.device_count(), "visible GPUs", True
+    return os.cpu_count() or 1, "CPU cores (no GPU)", False
 
 
 def rank() -> int:

@@ -37,29 +37,34 @@ from medical_r1.training import finetune, grpo
 
 def main() -> None:
     params = config.load()
-    rl, max_seq_length = params.rl, params.train.max_seq_length
     files.require_inputs([EVAL_ROWS.path, BASE.path / base_model.BASE_FILE], "prepare")
     files.require_inputs([ADAPTER.path / "adapter_config.json"], "train")
     base_model.require_adapter(ADAPTER.path, BASE.path, "train")
     artifacts.require_outputs_writable("rl")
-    if rl.max_steps == 0:
+    if params.rl.max_steps == 0:
         hand_on_sft()
         return
-    with gpus.claimed(1):
-        base = BaseModel.read(BASE.path)
-        problems, stats = load_problems(rl, params.eval.mcq, params.eval.mcq_sets, params.data.on_bad_row)
-        problems, stats["too_long"] = fitting(problems, base, rl.max_new_tokens, max_seq_length)
-        session = grpo.setup(base, ADAPTER.path, params.train.backend, params.train.load_in_4bit, max_seq_length, rl,
-                             params.seed)
-        with tempfile.TemporaryDirectory() as scratch:
-            seconds = grpo.fit(session, problems, rl, params.seed, scratch)
-        finetune.save_adapter(session.model, session.tokenizer, TUNED.path, BASE.path)
-        metrics, perf = grpo.summarize(session.log, len(problems), seconds)
-        artifacts.RL_METRICS.write_json(metrics | stats)
-        artifacts.RL_PERF.write_json(perf | runtime.peak_memory())
-        files.write_csv(artifacts.RL_STEPS.path, session.log.rows)
-        print(f"rl: reward {metrics.get('reward_first')} -> {metrics.get('reward_final')} in {metrics['steps']} steps "
-              f"on {len(problems)} questions, {perf['seconds']} s ({perf['rollout_share']:.0%} of it in rollouts)")
+    with gpus.claimed(1):  # the policy and its rollouts run on the GPU
+        train_with_grpo(params.rl, params.eval.mcq, params.eval.mcq_sets, params.data.on_bad_row, params.train.backend,
+                        params.train.load_in_4bit, params.train.max_seq_length, params.seed)
+
+
+def train_with_grpo(rl, mcq: list[str], mcq_sets: dict, on_bad_row: str, backend: str, load_in_4bit: bool,
+                    max_seq_length: int, seed: int) -> None:
+    """GRPO from the SFT adapter; models/tuned and the rl reports."""
+    base = BaseModel.read(BASE.path)
+    problems, stats = load_problems(rl, mcq, mcq_sets, on_bad_row)
+    problems, stats["too_long"] = fitting(problems, base, rl.max_new_tokens, max_seq_length)
+    session = grpo.setup(base, ADAPTER.path, backend, load_in_4bit, max_seq_length, rl, seed)
+    with tempfile.TemporaryDirectory() as scratch:
+        seconds = grpo.fit(session, problems, rl, seed, scratch)
+    finetune.save_adapter(session.model, session.tokenizer, TUNED.path, BASE.path)
+    metrics, perf = grpo.summarize(session.log, len(problems), seconds)
+    artifacts.RL_METRICS.write_json(metrics | stats)
+    artifacts.RL_PERF.write_json(perf | runtime.peak_memory())
+    files.write_csv(artifacts.RL_STEPS.path, session.log.rows)
+    print(f"rl: reward {metrics.get('reward_first')} -> {metrics.get('reward_final')} in {metrics['steps']} steps "
+          f"on {len(problems)} questions, {perf['seconds']} s ({perf['rollout_share']:.0%} of it in rollouts)")
 
 
 def hand_on_sft() -> None:

@@ -24,7 +24,7 @@ def config_classes():
 
 
 def test_the_dataclasses_hold_no_defaults():
-    """One set of defaults: conf/config.yaml (composed into params.yaml); medical_r1/config.py only describes and checks."""
+    """One set of defaults: conf/config.yaml (composed into params.yaml); medical_r1/sections.py and config.py only describe and check."""
     with_default = [f"{cls.__name__}.{f.name}" for cls in config_classes() for f in dataclasses.fields(cls)
                     if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING]
     assert with_default == []

@@ -25,7 +25,7 @@ def step_logger(model, pad_token_id: int):
         def __init__(self):
             self.rows, self.evals = [], []
             self.started = self.last_time = None
-            self.last_tokens, self.tokens, self.seen, self.offset = 0, 0, 0, 0.0
+            self.tokens, self.seen, self.offset = 0, 0, 0.0
             self.steps = 0
             self.diverged = None
             model.get_input_embeddings().register_forward_hook(self.count_tokens)
@@ -41,7 +41,7 @@ def step_logger(model, pad_token_id: int):
 
         def restore(self, saved: dict) -> None:
             self.rows, self.evals = saved["rows"], saved["evals"]
-            self.seen = self.last_tokens = saved["tokens"]
+            self.seen = saved["tokens"]
             self.tokens = saved["tokens"] if distributed.is_main() else 0  # the processes' counts sum to it
             self.offset = saved["seconds"]
 
@@ -65,9 +65,8 @@ def step_logger(model, pad_token_id: int):
             if "loss" not in logs:
                 return
             now, tokens = time.perf_counter(), distributed.total(self.tokens)
-            self.seen = tokens
-            rate = (tokens - self.last_tokens) / max(now - self.last_time, 1e-9)
-            self.last_time, self.last_tokens = now, tokens
+            rate = (tokens - self.seen) / max(now - self.last_time, 1e-9)
+            self.last_time, self.seen = now, tokens
             self.rows.append({"step": state.global_step, "loss": round(logs["loss"], 5),
                               "learning_rate": logs.get("learning_rate", 0.0),
                               "grad_norm": round(float(logs.get("grad_norm", 0.0)), 5),

@@ -1,6 +1,6 @@
 """The two ways we fine-tune, behind one small interface: Unsloth, and plain transformers + peft.
 
-`REGISTRY` names each backend's module; `train.backend` may be any of its keys (medical_r1/config.py derives the
+`REGISTRY` names each backend's module; `train.backend` may be any of its keys (medical_r1/sections.py derives the
 allowed values from it). A backend module defines `BACKEND`, an object with the methods of `Backend`; heavy imports
 happen inside them, so naming or importing a backend costs nothing and Unsloth can patch transformers before
 anything else loads it. The recipe (medical_r1/training/finetune.py) calls only these. Evaluation needs neither:
