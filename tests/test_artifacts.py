@@ -6,7 +6,6 @@ import ast
 from pathlib import Path
 
 import pytest
-import yaml
 
 from medical_r1 import artifacts
 from tests.conftest import REPO

@@ -1,5 +1,5 @@
-"""medical_r1/generation/inference.py and decoding.py on the tiny model: the static engine against generate(), the chunked
-loss against full logits, merged against unmerged adapters, and `eval.batch_size: auto` sizing."""
+"""medical_r1/generation/ (inference, decoding, batching, sampling) on the tiny model: the static engine against
+generate(), the chunked loss against full logits, merged against unmerged adapters, and `eval.batch_size: auto` sizing."""
 
 import json
 import os
@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from medical_r1 import files
-from medical_r1.generation import decoding, inference
+from medical_r1.generation import batching, decoding, inference, sampling
+from medical_r1.generation.sampling import Sampling
 from medical_r1.model import lora_decoding, memory
 from medical_r1.model.base_model import BaseModel
 from tests.conftest import REPO
@@ -136,10 +137,10 @@ def test_auto_loss_batch_bounds_one_layer_of_activations():
 
 
 def test_batches_cut_sorted_prompts_into_the_fewest_batches():
-    assert inference.batches(list(range(10)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
-    assert inference.batches(list(range(9)), 8) == [[0, 1, 2, 3, 4], [5, 6, 7, 8]]
-    assert inference.batches(list(range(24)), 8) == [list(range(0, 8)), list(range(8, 16)), list(range(16, 24))]
-    assert inference.batches([5], 64) == [[5]]
+    assert batching.batches(list(range(10)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert batching.batches(list(range(9)), 8) == [[0, 1, 2, 3, 4], [5, 6, 7, 8]]
+    assert batching.batches(list(range(24)), 8) == [list(range(0, 8)), list(range(8, 16)), list(range(16, 24))]
+    assert batching.batches([5], 64) == [[5]]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="NF4 needs a CUDA GPU")
@@ -178,11 +179,11 @@ def test_sampled_generations_reproduce_at_any_batch_size_and_follow_the_seed(ins
     byte for byte whatever the batch, and another seed other tokens."""
     model, tokenizer = load(True)
     encoded = [tokenizer(r["prompt"])["input_ids"] for r in files.read_jsonl("data/prepared/eval.jsonl")][:5]
-    sampling, pad = decoding.Sampling(temperature=1.0, top_p=0.95), tokenizer.pad_token_id
+    nucleus, pad = Sampling(temperature=1.0, top_p=0.95), tokenizer.pad_token_id
 
     def sampled(batch_size, seed):
-        keys = [decoding.row_key(seed, i, 0) for i in range(len(encoded))]
-        return inference.generate_tokens(model, encoded, 24, batch_size, "static", None, pad, "sampled", sampling,
+        keys = [sampling.row_key(seed, i, 0) for i in range(len(encoded))]
+        return inference.generate_tokens(model, encoded, 24, batch_size, "static", None, pad, "sampled", nucleus,
                                          keys).tokens
 
     first = sampled(2, seed=11)
@@ -194,14 +195,14 @@ def test_sampled_generations_reproduce_at_any_batch_size_and_follow_the_seed(ins
 
 def test_the_sampler_draws_from_the_nucleus_in_its_proportions():
     logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, -3.0]]).repeat(40000, 1)
-    keys = torch.tensor([decoding.row_key(7, i, 0) for i in range(40000)])
+    keys = torch.tensor([sampling.row_key(7, i, 0) for i in range(40000)])
     probs = torch.softmax(logits[0], -1)
-    drawn = decoding.sample_tokens(logits, decoding.Sampling(1.0, 1.0), keys, torch.tensor(3))
+    drawn = sampling.sample_tokens(logits, Sampling(1.0, 1.0), keys, torch.tensor(3))
     assert torch.allclose(torch.bincount(drawn, minlength=5) / 40000, probs, atol=0.01)
-    nucleus = decoding.sample_tokens(logits, decoding.Sampling(1.0, 0.8), keys, torch.tensor(3))
+    nucleus = sampling.sample_tokens(logits, Sampling(1.0, 0.8), keys, torch.tensor(3))
     shares = torch.bincount(nucleus, minlength=5) / 40000  # tokens 0 and 1 reach 0.83 >= 0.8: the rest never drawn
     assert torch.allclose(shares, torch.cat([probs[:2] / probs[:2].sum(), torch.zeros(3)]), atol=0.01)
-    cold = decoding.sample_tokens(logits, decoding.Sampling(0.05, 1.0), keys, torch.tensor(3))
+    cold = sampling.sample_tokens(logits, Sampling(0.05, 1.0), keys, torch.tensor(3))
     assert (cold == 0).float().mean() > 0.99
 
 
@@ -215,8 +216,8 @@ def test_the_hash_is_lowbias32_on_ints_and_tensors():
         x = (x * 0x846CA68B) & 0xFFFFFFFF
         return x ^ (x >> 16)
 
-    assert [decoding.mix32(v) for v in values] == [reference(v) for v in values]
-    assert decoding.mix32(torch.tensor(values)).tolist() == [reference(v) for v in values]
+    assert [sampling.mix32(v) for v in values] == [reference(v) for v in values]
+    assert sampling.mix32(torch.tensor(values)).tolist() == [reference(v) for v in values]
 
 
 def test_windowed_attention_and_length_tiers_write_what_generate_writes(inside, monkeypatch):
@@ -229,7 +230,7 @@ def test_windowed_attention_and_length_tiers_write_what_generate_writes(inside, 
     encoded = [tokenizer(r["prompt"])["input_ids"] for r in files.read_jsonl("data/prepared/eval.jsonl")]
     encoded[1] = encoded[1][:20]
     pad = tokenizer.pad_token_id
-    plan = inference.plan_batches(model, list(map(len, encoded)), 40, "auto", False)
+    plan = batching.plan_batches(model, list(map(len, encoded)), 40, "auto", False)
     assert len({(batch.rows, batch.prompt_length) for batch in plan}) >= 2  # tiers, each its own rows and cache
     plain = inference.generate_tokens(model, encoded, 40, 3, "generate", None, pad, "generate").tokens
     fast = inference.generate_tokens(model, encoded, 40, "auto", "static", None, pad, "static").tokens
@@ -244,10 +245,10 @@ def test_auto_batches_fill_up_to_their_longest_prompts_cache():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(memory, "generation_batch",  # memory for 6,000 cached tokens
                       lambda config, free, prompt, budget, *args: max(1, 6000 // (prompt + budget)))
-        plan = inference.plan_batches(model, lengths, 900, "auto", False)
+        plan = batching.plan_batches(model, lengths, 900, "auto", False)
         assert [(len(b.prompts), b.rows, b.prompt_length) for b in plan] == [(6, 6, 100), (5, 5, 300), (3, 3, 900)]
         assert [lengths[i] for b in plan for i in b.prompts] == sorted(lengths)
-        fixed = inference.plan_batches(model, lengths, 900, 4, False)
+        fixed = batching.plan_batches(model, lengths, 900, 4, False)
     assert [(len(b.prompts), b.rows, b.prompt_length) for b in fixed] == [(4, 4, 900)] * 3 + [(2, 4, 900)]
 
 

@@ -136,7 +136,7 @@ def taught_the_format(tmp_path_factory) -> Workdir:
 
 def held_out_accuracy(workdir: Workdir, adapter: str) -> float:
     """Share of right answers over 8 sampled completions (temperature 1) of each held-out question."""
-    from medical_r1.generation import decoding, inference
+    from medical_r1.generation import inference, sampling
     from medical_r1.model.base_model import BaseModel
 
     with contextlib.chdir(workdir.path):
@@ -144,9 +144,9 @@ def held_out_accuracy(workdir: Workdir, adapter: str) -> float:
         problems = [Problem(**verifiable.validate(json.loads(line)))
                     for line in open("held_out.jsonl").read().splitlines()]
     prompts = [p.prompt() for p in problems for _ in range(8)]
-    keys = [decoding.row_key(1, i, 0) for i in range(len(prompts))]
+    keys = [sampling.row_key(1, i, 0) for i in range(len(prompts))]
     out = inference.generate(model, tokenizer, prompts, 24, 32, "static", 2048, "held out",
-                             decoding.Sampling(1.0, 1.0), keys)
+                             sampling.Sampling(1.0, 1.0), keys)
     return sum(rewards.answer(text, problems[i // 8]) for i, text in enumerate(out.texts)) / len(prompts)
 
 

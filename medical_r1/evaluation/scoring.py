@@ -10,7 +10,8 @@ from medical_r1 import UserError
 from medical_r1.data import dataset, prompts, sources
 from medical_r1.data.tasks import mcq
 from medical_r1.evaluation import metrics
-from medical_r1.generation import decoding, inference
+from medical_r1.generation import inference
+from medical_r1.generation.sampling import Sampling, row_key
 
 
 def held_out(model, tokenizer, rows: list[dict], task, evaluation, max_seq_length: int, label: str
@@ -73,8 +74,8 @@ def mcq_scores(model, tokenizer, items: list[mcq.Item], protocol, batch_size, en
                ) -> McqRun:
     """One set under the protocol: each question `samples` times (greedy: once), read and scored."""
     k = protocol.samples
-    sampling = (decoding.Sampling(protocol.temperature, protocol.top_p) if protocol.decoding == "sampled" else None)
-    keys = [decoding.row_key(seed, i, j) for i in range(len(items)) for j in range(k)] if sampling else None
+    sampling = (Sampling(protocol.temperature, protocol.top_p) if protocol.decoding == "sampled" else None)
+    keys = [row_key(seed, i, j) for i in range(len(items)) for j in range(k)] if sampling else None
     out = inference.generate(model, tokenizer, [mcq.prompt(item) for item in items for _ in range(k)],
                              protocol.max_new_tokens, batch_size, engine, inference.context_length(model), label,
                              sampling, keys)

@@ -9,13 +9,13 @@ not go through transformers' AttentionInterface).
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from medical_r1 import UserError, distributed, runtime
-from medical_r1.generation import decoding
+from medical_r1.generation import batching, decoding
+from medical_r1.generation.sampling import Sampling
 from medical_r1.model import lora_decoding, memory, precision
 from medical_r1.model.base_model import BaseModel
 
@@ -55,7 +55,7 @@ class Decoded:
     """Batches run: each decodes the whole budget unless every row stopped."""
     prefill_seconds: float | None
     """The part of `seconds` spent in prefills (static engine; None for generate())."""
-    plan: list["Batch"]
+    plan: list[batching.Batch]
     """The batches as run (`plan_batches`)."""
     attention: str | None
     """The static engine's decode attention: `kernel` (decode_kernel.decode_attention) or `products` (None for
@@ -100,21 +100,6 @@ def context_length(model) -> int:
     return model.config.max_position_embeddings
 
 
-def free_memory_bytes(device) -> int:
-    """Free memory of the model's device: the GPU's (counting what PyTorch's allocator holds but no tensor uses,
-    e.g. after the loss pass), or the machine's available RAM."""
-    import torch
-
-    if device.type == "cuda":
-        held_unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        return torch.cuda.mem_get_info(device)[0] + held_unused
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def value_bytes(model) -> int:
-    return next(model.parameters()).element_size()
-
-
 def teacher_forced_loss(model, tokenizer, rows: list[dict], batch_size: int | str, max_length: int) -> dict:
     """Mean per-token NLL on the full text and on the completion part only (token-weighted).
 
@@ -127,13 +112,14 @@ def teacher_forced_loss(model, tokenizer, rows: list[dict], batch_size: int | st
     encoded = [tokenizer(r["text"], truncation=True, max_length=max_length)["input_ids"] for r in rows]
     prompt_lengths = [len(tokenizer(r["prompt"])["input_ids"]) for r in rows]
     if batch_size == "auto":
-        batch_size = distributed.agreed(memory.loss_batch(model.config, free_memory_bytes(model.device),
-                                                          max(map(len, encoded)), LOGITS_CHUNK, value_bytes(model)))
+        free, value_bytes = batching.free_memory_bytes(model.device), batching.value_bytes(model)
+        batch_size = distributed.agreed(memory.loss_batch(model.config, free, max(map(len, encoded)), LOGITS_CHUNK,
+                                                          value_bytes))
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     sums = {}
-    plan = list(enumerate(batches(sorted(range(len(rows)), key=lambda i: len(encoded[i])), batch_size)))
+    plan = list(enumerate(batching.batches(sorted(range(len(rows)), key=lambda i: len(encoded[i])), batch_size)))
     for index, batch in distributed.mine(plan):
-        ids, mask = padded([encoded[i] for i in batch], tokenizer.pad_token_id, "right", model.device)
+        ids, mask = batching.padded([encoded[i] for i in batch], tokenizer.pad_token_id, "right", model.device)
         with torch.no_grad():
             hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
             real = mask[:, 1:].bool()
@@ -156,7 +142,7 @@ def teacher_forced_loss(model, tokenizer, rows: list[dict], batch_size: int | st
 
 
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int | str, engine: str,
-             max_length: int, label: str, sampling: decoding.Sampling | None = None, keys: list[int] | None = None
+             max_length: int, label: str, sampling: Sampling | None = None, keys: list[int] | None = None
              ) -> Generations:
     """Generation until EOS or `max_new_tokens`, greedy or sampled (then each prompt with its key); see
     `generate_tokens`. A prompt longer than `max_length` -
@@ -181,7 +167,7 @@ def cut_to(ids: list[int], budget: int, bos: int | None) -> list[int]:
 
 
 def generate_tokens(model, encoded: list[list[int]], max_new_tokens: int, batch_size: int | str, engine: str,
-                    eos: int | None, pad: int, label: str, sampling: decoding.Sampling | None = None,
+                    eos: int | None, pad: int, label: str, sampling: Sampling | None = None,
                     keys: list[int] | None = None) -> Decoded:
     """New tokens of each prompt (up to its EOS, inclusive; the whole budget when `eos` is None): greedy, or sampled
     by the static engine at each prompt's key in `keys`.
@@ -193,8 +179,8 @@ def generate_tokens(model, encoded: list[list[int]], max_new_tokens: int, batch_
     import torch
     from tqdm import tqdm
 
-    plan = distributed.agreed(plan_batches(model, list(map(len, encoded)), max_new_tokens, batch_size,
-                                           sampling is not None))
+    plan = distributed.agreed(batching.plan_batches(model, list(map(len, encoded)), max_new_tokens, batch_size,
+                                                    sampling is not None))
     attention = model.config._attn_implementation
     new_tokens: dict[int, list[int]] = {}
     mine = distributed.mine(plan)
@@ -214,7 +200,7 @@ def generate_tokens(model, encoded: list[list[int]], max_new_tokens: int, batch_
                         torch.cuda.empty_cache()  # the previous decoder's cache and graphs, before the next one's
                     run = static_engine(model, batch.rows, batch.prompt_length, max_new_tokens, eos, pad, sampling)
                 filled = batch.prompts + [batch.prompts[0]] * (batch.rows - len(batch.prompts))
-            ids, mask = padded([encoded[i] for i in filled], pad, "left", model.device)
+            ids, mask = batching.padded([encoded[i] for i in filled], pad, "left", model.device)
             for i, tokens in zip(batch.prompts, run(ids, mask, keys and [keys[i] for i in filled])):
                 new_tokens[i] = tokens
             progress.update(len(batch.prompts))
@@ -240,49 +226,8 @@ def generate_tokens(model, encoded: list[list[int]], max_new_tokens: int, batch_
     return Decoded(outputs, seconds, rows, len(plan), prefill_seconds if static else None, plan, attention)
 
 
-@dataclass
-class Batch:
-    prompts: list[int]
-    """Indices of the prompts it generates for."""
-    rows: int
-    """Rows of the decoder that runs it (a short batch is filled up with copies)."""
-    prompt_length: int
-    """Prompt tokens the decoder's cache holds per row (the longest prompt of its batches)."""
-
-
-def plan_batches(model, lengths: list[int], max_new_tokens: int, batch_size: int | str, sampled: bool
-                 ) -> list[Batch]:
-    """Prompts shortest first. With `auto` each batch takes the next prompts while the KV cache of all its rows
-    (its longest prompt + the budget) fits the free memory, so short prompts are not batched as if they were as long
-    as the longest, and no batch is added for a few long prompts. A fixed batch_size cuts them into batches of even
-    size; one too large for the GPU's free memory is shrunk to what fits, and said."""
-    free = free_memory_bytes(model.device)
-
-    def fitting(longest: int) -> int:
-        return memory.generation_batch(model.config, free, longest, max_new_tokens, decoding.PREFILL_TOKENS,
-                                       value_bytes(model), sampled)
-
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    if batch_size == "auto":
-        groups: list[list[int]] = []
-        for i in order:  # fitting() falls as prompts grow: a batch closes when its next prompt would not fit
-            if groups and len(groups[-1]) < fitting(lengths[i]):
-                groups[-1].append(i)
-            else:
-                groups.append([i])
-        return [Batch(group, len(group), lengths[group[-1]]) for group in groups]
-    longest = lengths[order[-1]]
-    fits, size = fitting(longest), batch_size
-    if model.device.type == "cuda" and fits < batch_size:
-        print(f"batch size {batch_size}: the KV cache of {batch_size} rows of {longest + max_new_tokens:,} tokens "
-              f"does not fit the GPU's free memory; running {fits} rows per batch", flush=True)
-        size = fits
-    groups = batches(order, size)
-    return [Batch(group, max(map(len, groups)), longest) for group in groups]
-
-
 def static_engine(model, rows: int, prompt_length: int, max_new_tokens: int, eos: int | None, pad: int,
-                  sampling: decoding.Sampling | None):
+                  sampling: Sampling | None):
     """decoding.py's StaticDecoder, with its attention set on the model (a CUDA graph on a GPU)."""
     decoding.register_attention()
     model.set_attn_implementation(decoding.ATTENTION)
@@ -304,23 +249,3 @@ def generate_engine(model, max_new_tokens: int, eos: int | None, pad: int):
         return [decoding.until_eos(row, eos) for row in out[:, ids.shape[1]:].tolist()]
 
     return run
-
-
-def batches(order: list[int], batch_size: int) -> list[list[int]]:
-    """`order` cut into the fewest batches of at most `batch_size`, all of one size but the last (so a static
-    engine pads the last one least)."""
-    count = -(-len(order) // batch_size)
-    size = -(-len(order) // count)
-    return [order[start:start + size] for start in range(0, len(order), size)]
-
-
-def padded(sequences: list[list[int]], pad: int, side: str, device):
-    """Token lists -> (ids, attention mask) tensors padded on `side` to the longest."""
-    import torch
-
-    longest = max(map(len, sequences))
-    fill = [[pad] * (longest - len(s)) for s in sequences]
-    ids = [f + s if side == "left" else s + f for s, f in zip(sequences, fill)]
-    mask = [[0] * len(f) + [1] * len(s) if side == "left" else [1] * len(s) + [0] * len(f)
-            for s, f in zip(sequences, fill)]
-    return torch.tensor(ids, device=device), torch.tensor(mask, device=device)

@@ -12,7 +12,7 @@ from typing import Iterator
 from medical_r1 import UserError, runtime
 from medical_r1.data import prompts
 from medical_r1.data.tasks import mcq
-from medical_r1.generation import inference
+from medical_r1.generation import batching, inference
 from medical_r1.model import lora_decoding
 from medical_r1.speed import flops, training
 
@@ -100,7 +100,7 @@ def roofline(model, weight_bytes: int, plan, encoded: list[list[int]], budget: i
     (rows that only fill a short batch up do no work the task needs, so they are not counted) and their mean
     prompt length. `ms_per_step` and `kv_cache_bytes` are means over all steps; `matrix_ms` is the largest batch's."""
     per_batch = [flops.roofline(model.config, weight_bytes, len(batch.prompts),
-                                mean(len(encoded[i]) for i in batch.prompts), budget, inference.value_bytes(model),
+                                mean(len(encoded[i]) for i in batch.prompts), budget, batching.value_bytes(model),
                                 params.bench.generate.peak_bandwidth_tbs, params.bench.peak_tflops)
                  for batch in plan]
     seconds = budget * sum(b["ms_per_step"] for b in per_batch) / 1000

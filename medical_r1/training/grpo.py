@@ -21,7 +21,8 @@ from typing import Any
 
 from medical_r1 import runtime
 from medical_r1.data.tasks.verifiable import Problem
-from medical_r1.generation import decoding, inference
+from medical_r1.generation import inference
+from medical_r1.generation.sampling import Sampling, row_key
 from medical_r1.model import backends, precision
 from medical_r1.model.base_model import BaseModel
 from medical_r1.training import finetune, rewards
@@ -155,12 +156,12 @@ class Rollouts:
 
     def __init__(self, tokenizer, rl, seed: int):
         self.tokenizer, self.budget, self.seed = tokenizer, rl.max_new_tokens, seed
-        self.sampling = decoding.Sampling(rl.temperature, rl.top_p) if rl.temperature > 0 else None
+        self.sampling = Sampling(rl.temperature, rl.top_p) if rl.temperature > 0 else None
 
     def __call__(self, prompts: list[str], trainer) -> dict:
         model = trainer.accelerator.unwrap_model(trainer.model)
         encoded = [self.tokenizer(p)["input_ids"] for p in prompts]
-        keys = ([decoding.row_key(self.seed, trainer.state.global_step, i) for i in range(len(prompts))]
+        keys = ([row_key(self.seed, trainer.state.global_step, i) for i in range(len(prompts))]
                 if self.sampling else None)
         training = model.training
         model.eval()
