@@ -6,8 +6,8 @@
 
 Reads   params.yaml: seed (sampled MCQ decoding), data.task, data.on_bad_row, eval.*, train.load_in_4bit,
         train.max_seq_length; data/prepared/eval.jsonl, models/base/, each eval.mcq set's source (ours:
-        data/sample/mcq.jsonl); tuned also models/tuned/ and evaluate_base's reports/eval/base/metrics.json and
-        reports/eval/base/generations.jsonl
+        data/sample/mcq.jsonl; local ones DVC watches: data/local/eval/); tuned also models/tuned/ and
+        evaluate_base's reports/eval/base/metrics.json and reports/eval/base/generations.jsonl
 Writes  reports/eval/<model>/metrics.json   {"<model>": {...}}: eval_loss and perplexity (full text),
                                             response_loss, format_compliance, stop_rate, mean_generated_tokens,
                                             samples (questions generated for), prompts_cut (held-out prompts longer

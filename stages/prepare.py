@@ -3,7 +3,8 @@
     python -m stages.prepare
 
 Reads   params.yaml: seed, data.*, model.*, train.max_seq_length; the source named by data.source (data/sample
-        holds the bundled ones; rows longer than train.max_seq_length are counted, and skipped when data.on_long_row is skip);
+        holds the bundled ones, data/local/train/ the local ones DVC watches; rows longer than
+        train.max_seq_length are counted, and skipped when data.on_long_row is skip);
         reports/check.json (not read: its dependency makes DVC run check, which validates every param, first)
 Writes  data/prepared/train.jsonl, data/prepared/eval.jsonl   (the task's fields + question, answer, prompt,
                                                               completion, text, n_tokens)

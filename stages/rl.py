@@ -5,9 +5,9 @@
     dvc exp run -S rl.max_steps=0            # SFT alone: the SFT adapter handed on unchanged
 
 Reads   params.yaml: seed, rl.*, train.backend, train.load_in_4bit, train.max_seq_length,
-        data.on_bad_row, eval.mcq, eval.mcq_sets; the rl.source rows (ours: data/sample/rl.jsonl), and the questions
-        of data/prepared/eval.jsonl and of the eval.mcq sets (ours: data/sample/mcq.jsonl), which are dropped from the
-        RL rows; models/base/, models/adapter/
+        data.on_bad_row, eval.mcq, eval.mcq_sets; the rl.source rows (ours: data/sample/rl.jsonl; local ones DVC
+        watches: data/local/rl/), and the questions of data/prepared/eval.jsonl and of the eval.mcq sets (ours:
+        data/sample/mcq.jsonl; data/local/eval/), which are dropped from the RL rows; models/base/, models/adapter/
 Writes  models/tuned/              the adapter evaluate, export and ask use (PEFT format) + tokenizer: the SFT adapter
                                    after rl.max_steps GRPO steps, byte for byte the SFT adapter when rl.max_steps is 0
         reports/rl/metrics.json    steps; problems (RL questions used), rows_read, rows_skipped, duplicates,

@@ -71,6 +71,19 @@ def test_second_repro_runs_nothing(reproduced):
     assert "Data and pipelines are up to date" in out and "Running stage" not in out
 
 
+def test_an_edit_to_a_watched_local_source_makes_exactly_its_readers_stale(reproduced):
+    """dvc.yaml cannot list a source by its param's path, so it lists data/local/<section>/: a file added there makes
+    the stages that read eval sets stale (rl drops RL rows that are in an eval set), and nothing else."""
+    added = reproduced / "data/local/eval/medqa_copy.jsonl"
+    added.write_text('{"question": "Which nerve?", "options": {"A": "x", "B": "y"}, "answer_idx": "A"}\n')
+    try:
+        stale = json.loads(dvc("status", "--json", "dvc.yaml", cwd=reproduced).stdout)
+        assert set(stale) == {"rl", "evaluate_base", "evaluate"}
+    finally:
+        added.unlink()
+    assert "Data and pipelines are up to date" in dvc("status", "dvc.yaml", cwd=reproduced).stdout
+
+
 def test_returning_to_params_that_ran_restores_from_the_run_cache(reproduced):
     """A (the default), B (another rank), A again: the third run restores train and evaluate instead of running
     them, with the first run's bytes; evaluate_base never reruns for a LoRA ablation."""

@@ -103,6 +103,26 @@ def test_local_file_formats(tmp_path, suffix):
     assert [medical_cot.validate(r.value)["answer"] for r in records] == [f"Answer {i}." for i in range(5)]
 
 
+def test_a_local_source_outside_its_watched_folder_is_noted(tmp_path, monkeypatch, capsys):
+    """DVC sees edits only to local sources in data/local/<section>/ (or the bundled data/sample): any other local
+    path is read, with one line saying so; a watched one reads silently."""
+    monkeypatch.chdir(tmp_path)
+    for folder, param in (("data/local/train", "data"), ("data/local/eval", "eval.mcq_sets.medqa")):
+        (tmp_path / folder).mkdir(parents=True)
+        write_jsonl(tmp_path / folder / "rows.jsonl", rows(2))
+        assert len(sources.load_records(f"{folder}/rows.jsonl", param=param)) == 2
+        assert capsys.readouterr().out == ""
+    write_jsonl(tmp_path / "rows.jsonl", rows(2))
+    assert len(sources.load_records("data/local/train/rows.jsonl", param="rl")) == 2
+    assert len(sources.load_records("rows.jsonl", param="eval.mcq_sets.medqa")) == 2
+    noted = capsys.readouterr().out.splitlines()
+    assert noted == [
+        "note: rl.source data/local/train/rows.jsonl lies outside data/local/rl/, so DVC will not see an edit to it; "
+        "keep it in data/local/rl/, or after an edit run `dvc repro --force rl`",
+        "note: eval.mcq_sets.medqa.source rows.jsonl lies outside data/local/eval/, so DVC will not see an edit to "
+        "it; keep it in data/local/eval/, or after an edit run `dvc repro --force evaluate_base evaluate`"]
+
+
 def test_hub_loader_reads_a_local_dataset_folder_with_configs(tmp_path):
     for config, lang in (("en", "en"), ("zh", "zh")):
         (tmp_path / config).mkdir()
