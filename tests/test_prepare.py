@@ -120,7 +120,7 @@ def test_a_local_source_outside_its_watched_folder_is_noted(tmp_path, monkeypatc
         "note: rl.source data/local/train/rows.jsonl lies outside data/local/rl/, so DVC will not see an edit to it; "
         "keep it in data/local/rl/, or after an edit run `dvc repro --force rl`",
         "note: eval.mcq_sets.medqa.source rows.jsonl lies outside data/local/eval/, so DVC will not see an edit to "
-        "it; keep it in data/local/eval/, or after an edit run `dvc repro --force evaluate_base evaluate`"]
+        "it; keep it in data/local/eval/, or after an edit run `dvc repro --force rl evaluate_base evaluate`"]
 
 
 def test_hub_loader_reads_a_local_dataset_folder_with_configs(tmp_path):

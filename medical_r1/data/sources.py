@@ -15,14 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medical_r1 import UserError
+from medical_r1 import UserError, artifacts
 
 HUB_PREFIX = "hf:"
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")
-LOCAL_FOLDERS = {"data": (Path("data/local/train"), "prepare"), "rl": (Path("data/local/rl"), "rl"),
-                 "eval": (Path("data/local/eval"), "evaluate_base evaluate")}
-"""Per params section: the folder whose local sources dvc.yaml lists as a dependency (so DVC sees an edit to them),
-and the stages that read them."""
+LOCAL_FOLDERS = {"data": artifacts.LOCAL_TRAIN, "rl": artifacts.LOCAL_RL, "eval": artifacts.LOCAL_EVAL}
+"""Per params section: the folder whose local sources dvc.yaml lists as a dependency of the stages that read them."""
 LOCAL_HINT = "point data.source at a local .json/.jsonl/.parquet/.csv file (e.g. -S data.source=path/to/rows.jsonl)"
 
 
@@ -68,16 +66,17 @@ def load_records(source: str, config: str | None = None, revision: str | None = 
     if config is not None:
         raise SourceError(f"{param}.config {config!r}: only hub sources (hf:...) have configs; "
                           f"set {param}.config to null for the local file {source}")
+    records = read_local(path)
     note_if_untracked(path, param)
-    return read_local(path)
+    return records
 
 
 def note_if_untracked(path: Path, param: str) -> None:
     """One line when a local source lies outside its section's tracked folder: DVC then cannot see it change."""
-    folder, stages = LOCAL_FOLDERS[param.split(".")[0]]
-    if not any(path.resolve().is_relative_to(tracked.resolve()) for tracked in (folder, Path("data/sample"))):
-        print(f"note: {param}.source {path} lies outside {folder}/, so DVC will not see an edit to it; keep it "
-              f"in {folder}/, or after an edit run `dvc repro --force {stages}`", flush=True)
+    folder = LOCAL_FOLDERS[param.split(".")[0]]
+    if not any(path.absolute().is_relative_to(watched.absolute()) for watched in (folder.path, artifacts.SAMPLE.path)):
+        print(f"note: {param}.source {path} lies outside {folder.path}/, so DVC will not see an edit to it; keep it "
+              f"in {folder.path}/, or after an edit run `dvc repro --force {' '.join(folder.readers)}`", flush=True)
 
 
 def read_local(path: Path) -> list[Record]:
