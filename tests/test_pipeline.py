@@ -137,6 +137,18 @@ def test_a_refused_param_stops_dvc_before_any_output_goes(reproduced, override, 
     dvc("checkout", "--force", cwd=reproduced)
 
 
+def test_an_unknown_recipe_is_refused_by_name_before_anything_runs(reproduced):
+    """DVC composes params.yaml (Hydra) before any stage: an unknown recipe fails there, naming it and the recipes
+    there are, with params.yaml and every output as they were."""
+    before, params = output_files(reproduced), (reproduced / "params.yaml").read_bytes()
+    out = dvc("exp", "run", "-S", "recipe=no_such_recipe", cwd=reproduced, check=False)
+    said = out.stdout + out.stderr
+    assert out.returncode != 0 and "Could not find 'recipe/no_such_recipe'" in said, said[-2000:]
+    assert all(name in said for name in ("r1_medical_en", "fast_gpu", "embedded")) and "Traceback" not in said
+    assert not ran(out.stdout) and (reproduced / "params.yaml").read_bytes() == params
+    assert output_files(reproduced) == before
+
+
 def test_a_second_concurrent_exp_run_files_no_result_under_the_wrong_params(reproduced):
     """Two `dvc exp run` at once: DVC refuses the second, but it has rewritten params.yaml by then, so the first
     run's stage fails rather than be recorded under the second's params; those params then train, not restore."""
