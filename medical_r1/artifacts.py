@@ -53,10 +53,10 @@ CHECKED = _declare("reports/check.json", "check", ("prepare",), "uncached")
 SAMPLE = _declare("data/sample", None, ("prepare",), "source")
 MCQ_SAMPLE = _declare("data/sample/mcq.jsonl", None, ("rl", *EVALUATORS), "source")
 RL_SAMPLE = _declare("data/sample/rl.jsonl", None, ("rl",), "source")
+# The folders of local sources DVC watches, per params section (data/local/README.md):
 LOCAL_TRAIN = _declare("data/local/train", None, ("prepare",), "source")
 LOCAL_RL = _declare("data/local/rl", None, ("rl",), "source")
 LOCAL_EVAL = _declare("data/local/eval", None, ("rl", *EVALUATORS), "source")
-"""The folders of local sources DVC watches, per params section (data/local/README.md)."""
 PREPARED = _declare("data/prepared", "prepare", ("train",))
 EVAL_ROWS = _declare("data/prepared/eval.jsonl", "prepare", ("rl", *EVALUATORS, "export"), "part")
 TRAIN_ROWS = PREPARED.path / "train.jsonl"
@@ -100,9 +100,10 @@ EXPORT_METRICS = _declare("reports/export/metrics.json", "export", (), "metric")
 BENCH_RESULTS = Path("reports/bench")
 """Benchmark results (bench/dvc.yaml, `python -m stages.bench`): one JSON per measured run, and their charts."""
 
-ALL = [CHECKED, SAMPLE, MCQ_SAMPLE, RL_SAMPLE, LOCAL_TRAIN, LOCAL_RL, LOCAL_EVAL, PREPARED, EVAL_ROWS, BASE, PREPARE_STATS, ADAPTER, TRAIN_METRICS, TRAIN_PERF,
-       RUN_INFO, TRAIN_STEPS, EVAL_LOSS, STEP_TIMES, TUNED, RL_METRICS, RL_PERF, RL_STEPS, *EVAL_METRICS.values(),
-       *EVAL_PERF.values(), *GENERATIONS.values(), SAMPLES, BEFORE_AFTER, REPORT, FIGURES, EXPORT, EXPORT_METRICS]
+ALL = [CHECKED, SAMPLE, MCQ_SAMPLE, RL_SAMPLE, LOCAL_TRAIN, LOCAL_RL, LOCAL_EVAL, PREPARED, EVAL_ROWS, BASE,
+       PREPARE_STATS, ADAPTER, TRAIN_METRICS, TRAIN_PERF, RUN_INFO, TRAIN_STEPS, EVAL_LOSS, STEP_TIMES, TUNED,
+       RL_METRICS, RL_PERF, RL_STEPS, *EVAL_METRICS.values(), *EVAL_PERF.values(), *GENERATIONS.values(), SAMPLES,
+       BEFORE_AFTER, REPORT, FIGURES, EXPORT, EXPORT_METRICS]
 """Every declared artifact (tests/test_artifacts.py checks that none is left out)."""
 
 

@@ -1,5 +1,6 @@
 """medical_r1/generation/ (inference, decoding, batching, sampling) on the tiny model: the static engine against
-generate(), the chunked loss against full logits, merged against unmerged adapters, and `eval.batch_size: auto` sizing."""
+generate(), the chunked loss against full logits, merged against unmerged adapters, and `eval.batch_size: auto`
+sizing."""
 
 import json
 import os
@@ -11,7 +12,6 @@ import torch
 
 from medical_r1 import files
 from medical_r1.generation import batching, decoding, inference, sampling
-from medical_r1.generation.sampling import Sampling
 from medical_r1.model import lora_decoding, memory
 from medical_r1.model.base_model import BaseModel
 from tests.conftest import REPO
@@ -179,7 +179,7 @@ def test_sampled_generations_reproduce_at_any_batch_size_and_follow_the_seed(ins
     byte for byte whatever the batch, and another seed other tokens."""
     model, tokenizer = load(True)
     encoded = [tokenizer(r["prompt"])["input_ids"] for r in files.read_jsonl("data/prepared/eval.jsonl")][:5]
-    nucleus, pad = Sampling(temperature=1.0, top_p=0.95), tokenizer.pad_token_id
+    nucleus, pad = sampling.Sampling(temperature=1.0, top_p=0.95), tokenizer.pad_token_id
 
     def sampled(batch_size, seed):
         keys = [sampling.row_key(seed, i, 0) for i in range(len(encoded))]
@@ -197,12 +197,12 @@ def test_the_sampler_draws_from_the_nucleus_in_its_proportions():
     logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, -3.0]]).repeat(40000, 1)
     keys = torch.tensor([sampling.row_key(7, i, 0) for i in range(40000)])
     probs = torch.softmax(logits[0], -1)
-    drawn = sampling.sample_tokens(logits, Sampling(1.0, 1.0), keys, torch.tensor(3))
+    drawn = sampling.sample_tokens(logits, sampling.Sampling(1.0, 1.0), keys, torch.tensor(3))
     assert torch.allclose(torch.bincount(drawn, minlength=5) / 40000, probs, atol=0.01)
-    nucleus = sampling.sample_tokens(logits, Sampling(1.0, 0.8), keys, torch.tensor(3))
+    nucleus = sampling.sample_tokens(logits, sampling.Sampling(1.0, 0.8), keys, torch.tensor(3))
     shares = torch.bincount(nucleus, minlength=5) / 40000  # tokens 0 and 1 reach 0.83 >= 0.8: the rest never drawn
     assert torch.allclose(shares, torch.cat([probs[:2] / probs[:2].sum(), torch.zeros(3)]), atol=0.01)
-    cold = sampling.sample_tokens(logits, Sampling(0.05, 1.0), keys, torch.tensor(3))
+    cold = sampling.sample_tokens(logits, sampling.Sampling(0.05, 1.0), keys, torch.tensor(3))
     assert (cold == 0).float().mean() > 0.99
 
 

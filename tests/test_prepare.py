@@ -113,10 +113,17 @@ def test_a_local_source_outside_its_watched_folder_is_noted(tmp_path, monkeypatc
         assert len(sources.load_records(f"{folder}/rows.jsonl", param=param)) == 2
         assert capsys.readouterr().out == ""
     write_jsonl(tmp_path / "rows.jsonl", rows(2))
+    (tmp_path / "data/sample").mkdir()
+    write_jsonl(tmp_path / "data/sample/medical_cot.jsonl", rows(2))
+    assert len(sources.load_records("data/sample/medical_cot.jsonl", param="data")) == 2
+    assert capsys.readouterr().out == ""  # prepare depends on data/sample; rl only on its two files there
+    assert len(sources.load_records("data/sample/medical_cot.jsonl", param="rl")) == 2
     assert len(sources.load_records("data/local/train/rows.jsonl", param="rl")) == 2
     assert len(sources.load_records("rows.jsonl", param="eval.mcq_sets.medqa")) == 2
     noted = capsys.readouterr().out.splitlines()
     assert noted == [
+        "note: rl.source data/sample/medical_cot.jsonl lies outside data/local/rl/, so DVC will not see an edit to "
+        "it; keep it in data/local/rl/, or after an edit run `dvc repro --force rl`",
         "note: rl.source data/local/train/rows.jsonl lies outside data/local/rl/, so DVC will not see an edit to it; "
         "keep it in data/local/rl/, or after an edit run `dvc repro --force rl`",
         "note: eval.mcq_sets.medqa.source rows.jsonl lies outside data/local/eval/, so DVC will not see an edit to "

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medical_r1 import UserError, artifacts
+from medical_r1 import UserError, artifacts, distributed
 
 HUB_PREFIX = "hf:"
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")
 LOCAL_FOLDERS = {"data": artifacts.LOCAL_TRAIN, "rl": artifacts.LOCAL_RL, "eval": artifacts.LOCAL_EVAL}
-"""Per params section: the folder whose local sources dvc.yaml lists as a dependency of the stages that read them."""
-LOCAL_HINT = "point data.source at a local .json/.jsonl/.parquet/.csv file (e.g. -S data.source=path/to/rows.jsonl)"
+"""Per params section: the folder for its local sources, a dependency of the stages that read them (dvc.yaml)."""
+LOCAL_HINT = ("point data.source at a local .json/.jsonl/.parquet/.csv file "
+              "(e.g. -S data.source=data/local/train/rows.jsonl)")
 
 
 class SourceError(UserError):
@@ -55,8 +56,8 @@ def resolve_sample(source: str, config: str | None, samples: dict, param: str = 
 
 def load_records(source: str, config: str | None = None, revision: str | None = None,
                  split: str = "train", param: str = "data") -> list[Record]:
-    """All rows of `source` in order; see the module docstring for the schemes. `param` names the section whose
-    `source` and `config` these are (data, eval.mcq), for the messages."""
+    """All rows of `source` in order; see the module docstring for the schemes. `param` names the params whose
+    `source` and `config` these are (data, rl, eval.mcq_sets.<set>), for the messages and the watched folder."""
     if source.startswith(HUB_PREFIX):
         return read_hub(source[len(HUB_PREFIX):], config, revision, split)
     path = Path(source)
@@ -72,9 +73,12 @@ def load_records(source: str, config: str | None = None, revision: str | None = 
 
 
 def note_if_untracked(path: Path, param: str) -> None:
-    """One line when a local source lies outside its section's tracked folder: DVC then cannot see it change."""
+    """One line when a local source is not under a path that every stage reading `param` depends on (its section's
+    folder, or a bundled sample those stages list): DVC then cannot see it change."""
     folder = LOCAL_FOLDERS[param.split(".")[0]]
-    if not any(path.absolute().is_relative_to(watched.absolute()) for watched in (folder.path, artifacts.SAMPLE.path)):
+    watched = [a.path.resolve() for a in artifacts.ALL if a.kind == "source" and set(folder.readers) <= set(a.readers)]
+    where = path.absolute().parent.resolve() / path.name  # the folder's links resolved, the file's own kept
+    if distributed.is_main() and not any(where.is_relative_to(w) for w in watched):
         print(f"note: {param}.source {path} lies outside {folder.path}/, so DVC will not see an edit to it; keep it "
               f"in {folder.path}/, or after an edit run `dvc repro --force {' '.join(folder.readers)}`", flush=True)
 

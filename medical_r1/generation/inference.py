@@ -56,7 +56,7 @@ class Decoded:
     prefill_seconds: float | None
     """The part of `seconds` spent in prefills (static engine; None for generate())."""
     plan: list[batching.Batch]
-    """The batches as run (`plan_batches`)."""
+    """The batches as run (`batching.plan_batches`)."""
     attention: str | None
     """The static engine's decode attention: `kernel` (decode_kernel.decode_attention) or `products` (None for
     generate())."""
@@ -112,9 +112,9 @@ def teacher_forced_loss(model, tokenizer, rows: list[dict], batch_size: int | st
     encoded = [tokenizer(r["text"], truncation=True, max_length=max_length)["input_ids"] for r in rows]
     prompt_lengths = [len(tokenizer(r["prompt"])["input_ids"]) for r in rows]
     if batch_size == "auto":
-        free, value_bytes = batching.free_memory_bytes(model.device), batching.value_bytes(model)
+        free, bytes_per_value = batching.free_memory_bytes(model.device), batching.value_bytes(model)
         batch_size = distributed.agreed(memory.loss_batch(model.config, free, max(map(len, encoded)), LOGITS_CHUNK,
-                                                          value_bytes))
+                                                          bytes_per_value))
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     sums = {}
     plan = list(enumerate(batching.batches(sorted(range(len(rows)), key=lambda i: len(encoded[i])), batch_size)))
@@ -172,10 +172,10 @@ def generate_tokens(model, encoded: list[list[int]], max_new_tokens: int, batch_
     """New tokens of each prompt (up to its EOS, inclusive; the whole budget when `eos` is None): greedy, or sampled
     by the static engine at each prompt's key in `keys`.
 
-    Prompts run in the batches of `plan_batches`, left-padded; a static decoder (its cache and captured graphs) serves
-    every batch of its shape. Data-parallel processes run every world_size-th batch of the first process's plan, so
-    each prompt is decoded in the batch it has in one process, and all get every prompt's tokens. Shows a progress
-    bar on a terminal and prints one summary line, `label` first."""
+    Prompts run in the batches of `batching.plan_batches`, left-padded; a static decoder (its cache and captured
+    graphs) serves every batch of its shape. Data-parallel processes run every world_size-th batch of the first
+    process's plan, so each prompt is decoded in the batch it has in one process, and all get every prompt's tokens.
+    Shows a progress bar on a terminal and prints one summary line, `label` first."""
     import torch
     from tqdm import tqdm
 
