@@ -76,7 +76,8 @@ def note_if_untracked(path: Path, param: str) -> None:
     """One line when a local source is not under a path that every stage reading `param` depends on (its section's
     folder, or a bundled sample those stages list): DVC then cannot see it change."""
     folder = LOCAL_FOLDERS[param.split(".")[0]]
-    watched = [a.path.resolve() for a in artifacts.ALL if a.kind == "source" and set(folder.readers) <= set(a.readers)]
+    read_by_all = set.intersection(*(set(artifacts.read_by(stage)) for stage in folder.readers))
+    watched = [a.path.resolve() for a in read_by_all if a.kind == "source"]
     where = path.absolute().parent.resolve() / path.name  # the folder's links resolved, the file's own kept
     if distributed.is_main() and not any(where.is_relative_to(w) for w in watched):
         print(f"note: {param}.source {path} lies outside {folder.path}/, so DVC will not see an edit to it; keep it "
