@@ -102,6 +102,9 @@ def rules(p: Params) -> list[tuple[str, Any, bool, str]]:
         ("rl.temperature", rl.temperature, rl.temperature >= 0, ">= 0 (0: greedy rollouts)"),
         ("rl.top_p", rl.top_p, 0 < rl.top_p <= 1, "in (0, 1]"),
         ("rl.beta", rl.beta, rl.beta >= 0, ">= 0"),
+        ("rl.backend", rl.backend, rl.backend == "hf" or rl.engine == "generate",
+         "hf with rl.engine static (Unsloth replaces the transformers forward our engine decodes through; "
+         "rl.engine generate runs with either)"),
         ("rl.max_new_tokens", rl.max_new_tokens, rl.max_new_tokens < train.max_seq_length,
          f"below train.max_seq_length ({train.max_seq_length}), which bounds prompt + completion in the update"),
         ("lora.dropout", p.lora.dropout, 0 <= p.lora.dropout < 1, "in [0, 1)"),

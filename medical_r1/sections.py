@@ -11,7 +11,7 @@ from medical_r1.model.backends import REGISTRY
 from medical_r1.training.rewards import REWARDS
 
 Backend = Literal[tuple(REGISTRY)]
-"""The values of train.backend: the backends' registry (medical_r1/model/backends/)."""
+"""The values of train.backend and rl.backend: the backends' registry (medical_r1/model/backends/)."""
 
 
 @dataclass
@@ -167,6 +167,9 @@ class RlConfig:
     engine: Literal["static", "generate"]
     """Rollouts from `static`, our engine (seeded nucleus sampling, a CUDA graph per decode step on a GPU), or
     `generate`: TRL's own path through transformers' generate(), the reference."""
+    backend: Backend
+    """Loads the policy: `hf` (transformers + peft) or `unsloth` (FastLanguageModel; with rl.engine generate only:
+    Unsloth replaces the transformers forward our engine decodes through). SFT's train.backend does not bind it."""
 
 
 @dataclass

@@ -4,7 +4,7 @@
     dvc exp run -S rl.max_steps=20           # reruns rl and what follows it; evaluate_base stays
     dvc exp run -S rl.max_steps=0            # SFT alone: the SFT adapter handed on unchanged
 
-Reads   params.yaml: seed, rl.*, train.backend, train.load_in_4bit, train.max_seq_length,
+Reads   params.yaml: seed, rl.*, train.load_in_4bit, train.max_seq_length,
         data.on_bad_row, eval.mcq, eval.mcq_sets; the rl.source rows (ours: data/sample/rl.jsonl; local ones DVC
         watches: data/local/rl/), and the questions of data/prepared/eval.jsonl and of the eval.mcq sets (ours:
         data/sample/mcq.jsonl; data/local/eval/), which are dropped from the RL rows; models/base/, models/adapter/
@@ -45,17 +45,17 @@ def main() -> None:
         hand_on_sft()
         return
     with gpus.claimed(1):  # the policy and its rollouts run on the GPU
-        train_with_grpo(params.rl, params.eval.mcq, params.eval.mcq_sets, params.data.on_bad_row, params.train.backend,
+        train_with_grpo(params.rl, params.eval.mcq, params.eval.mcq_sets, params.data.on_bad_row,
                         params.train.load_in_4bit, params.train.max_seq_length, params.seed)
 
 
-def train_with_grpo(rl, mcq: list[str], mcq_sets: dict, on_bad_row: str, backend: str, load_in_4bit: bool,
-                    max_seq_length: int, seed: int) -> None:
+def train_with_grpo(rl, mcq: list[str], mcq_sets: dict, on_bad_row: str, load_in_4bit: bool, max_seq_length: int,
+                    seed: int) -> None:
     """GRPO from the SFT adapter; models/tuned and the rl reports."""
     base = BaseModel.read(BASE.path)
     problems, stats = load_problems(rl, mcq, mcq_sets, on_bad_row)
     problems, stats["too_long"] = fitting(problems, base, rl.max_new_tokens, max_seq_length)
-    session = grpo.setup(base, ADAPTER.path, backend, load_in_4bit, max_seq_length, rl, seed)
+    session = grpo.setup(base, ADAPTER.path, load_in_4bit, max_seq_length, rl, seed)
     with tempfile.TemporaryDirectory() as scratch:
         seconds = grpo.fit(session, problems, rl, seed, scratch)
     finetune.save_adapter(session.model, session.tokenizer, TUNED.path, BASE.path)

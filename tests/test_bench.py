@@ -52,7 +52,7 @@ def test_bench_measures_the_recipe_on_cpu(workdir):
 @pytest.mark.slow
 def test_a_grpo_step_is_split_into_rollout_reward_and_update_for_both_engines(workdir):
     out = run_bench(workdir, "grpo", *SMALL_RUN, "-S", f"bench.weights_dir={workdir / 'weights'}",
-                    "-S", "rl.max_new_tokens=16", "-S", "train.backend=hf")
+                    "-S", "rl.max_new_tokens=16")
     assert out.returncode == 0, out.stderr[-3000:]
     for engine in ("static", "generate"):
         result = json.loads((workdir / f"reports/bench/grpo-{engine}.json").read_text())

@@ -138,6 +138,7 @@ def test_every_field_has_a_docstring():
     ({"data.on_bad_row": "ignore"}, "data.on_bad_row: must be one of error, skip"),
     ({"lora.dropout": 1.5}, "lora.dropout: must be in [0, 1)"),
     ({"rl.num_generations": 1}, "rl.num_generations: must be >= 2"),
+    ({"rl.backend": "unsloth"}, "rl.backend: must be hf with rl.engine static (Unsloth replaces"),
     ({"rl.reward": "length"}, "rl.reward: must be one of answer; got 'length'"),
     ({"rl.loss_type": "ppo"}, "rl.loss_type: must be one of grpo, dr_grpo, dapo, bnpo, cispo, sapo"),
     ({"rl.top_p": 0}, "rl.top_p: must be in (0, 1]"),
@@ -167,6 +168,11 @@ def test_yaml_scientific_notation_reads_as_float(tmp_path):
 def test_overrides_apply_dotted_keys():
     params = config.load(REPO / "params.yaml", {"lora.r": 8, "train.backend": "hf"})
     assert (params.lora.r, params.train.backend) == (8, "hf")
+
+
+def test_the_policy_may_load_with_unsloth_when_rollouts_go_through_generate():
+    params = config.load(REPO / "params.yaml", {"rl.backend": "unsloth", "rl.engine": "generate"})
+    assert (params.rl.backend, params.rl.engine, params.train.backend) == ("unsloth", "generate", "unsloth")
 
 
 def test_optimizer_and_schedule_names_are_those_transformers_knows():

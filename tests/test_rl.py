@@ -86,9 +86,8 @@ def rollouts(workdir: Workdir, engine: str) -> list[list[int]]:
     from medical_r1.training import grpo
 
     with contextlib.chdir(workdir.path):
-        params = config.load("params.yaml", {"rl.temperature": 0, "rl.engine": engine, "rl.max_new_tokens": 24,
-                                             "train.backend": "hf"})  # Unsloth would patch this test process
-        session = grpo.setup(BaseModel.read("models/base"), Path("models/adapter"), params.train.backend, False,
+        params = config.load("params.yaml", {"rl.temperature": 0, "rl.engine": engine, "rl.max_new_tokens": 24})
+        session = grpo.setup(BaseModel.read("models/base"), Path("models/adapter"), False,
                              params.train.max_seq_length, params.rl, params.seed)
         problems = [Problem(**verifiable.validate(json.loads(line)))
                     for line in open("data/sample/rl.jsonl").read().splitlines()[:4]]

@@ -23,8 +23,9 @@ from medical_r1.training import grpo
 ENGINES = ("static", "generate")
 
 
-def measure(params, engines=ENGINES) -> list[dict]:
-    """One result per rollout engine (`grpo-<engine>`)."""
+def measure(params) -> list[dict]:
+    """One result per rollout engine (`grpo-<engine>`): both with rl.backend hf, generate() alone with unsloth
+    (Unsloth replaces the forward our engine decodes through)."""
     import torch
 
     bench = params.bench
@@ -33,17 +34,17 @@ def measure(params, engines=ENGINES) -> list[dict]:
     results = []
     with tempfile.TemporaryDirectory() as adapter, tempfile.TemporaryDirectory() as scratch:
         write_random_adapter(base, params.lora, params.train.load_in_4bit, params.seed, Path(adapter))
-        for engine in engines:
+        for engine in ENGINES if params.rl.backend == "hf" else ("generate",):
             rl = dataclasses.replace(params.rl, engine=engine, max_steps=bench.skip_steps + bench.measure_steps)
-            session = grpo.setup(base, Path(adapter), params.train.backend, params.train.load_in_4bit,
-                                 params.train.max_seq_length, rl, params.seed)
+            session = grpo.setup(base, Path(adapter), params.train.load_in_4bit, params.train.max_seq_length, rl,
+                                 params.seed)
             if runtime.cuda_available():
                 torch.cuda.reset_peak_memory_stats()
             grpo.fit(session, problems, rl, params.seed, scratch)
             timed = session.log.times[bench.skip_steps:]
             results.append({
                 "name": f"grpo-{engine}", "engine": engine, "weights": base.init,
-                "backend": params.train.backend, "device": runtime.device_name(), "timed_steps": len(timed),
+                "backend": params.rl.backend, "device": runtime.device_name(), "timed_steps": len(timed),
                 "questions_per_step": rl.prompts_per_step, "completions_per_step": rl.prompts_per_step
                 * rl.num_generations, "max_new_tokens": rl.max_new_tokens,
                 "step_seconds": round(sum(t["seconds"] for t in timed) / len(timed), 3),
